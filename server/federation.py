@@ -1,0 +1,177 @@
+"""One federated run, round by round, driven through Flower's `Grid` (Message API).
+
+Per round: sample clients, send them the global adapter, collect adapter deltas, average them, update the
+global adapter, evaluate every `evaluate-every` rounds (federated: each client ranks the catalog for its own
+held-out item and returns metric sums), write everything to the run directory.
+
+The loop talks to the Grid directly rather than through a stock strategy because the privacy layers that come
+next (client sampling the accountant can rely on, clipped deltas, noise on the sum, secure-aggregation stages)
+need control over who is asked, what is sent and what counts as a release.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedrec.server.aggregate import apply_update, weighted_mean
+from fedrec.shared.config import RunConfig
+from fedrec.shared.federation_data import load_federation
+from fedrec.shared.metrics import RankingMetrics
+from fedrec.shared.model import trainable_state
+from fedrec.shared.run_dir import new_run_dir, write_adapter, write_catalog, write_config, write_rows
+from fedrec.shared.training import build_model
+from fedrec.shared.wire import State, check_delta, record_to_metrics, record_to_state, state_bytes, state_to_record
+
+log = logging.getLogger("fedrec.server")
+
+Event = Callable[[str, dict[str, Any]], None]  # (kind, payload): "start", "round", "done"
+
+
+class AllRoundsFailed(RuntimeError):
+    """No round produced an update: the run must not look successful (Flower itself would exit 0)."""
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float = 120.0) -> list[int]:
+    """Node ids once `expected` nodes are connected; fails loudly (with the count) after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= expected:
+            return nodes
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of {expected} clients connected within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def _messages(grid: Grid, nodes: list[int], kind: str, state: State, cfg: RunConfig, server_round: int):
+    content = {"arrays": state_to_record(state)}
+    config = {**cfg.to_flwr(), "server-round": server_round, "seed": cfg.seed}
+    return [
+        Message(RecordDict({**content, "config": ConfigRecord(config)}), dst_node_id=n, message_type=kind)
+        for n in nodes
+    ]
+
+
+def _sample(nodes: list[int], k: int, rng: np.random.Generator) -> list[int]:
+    """k distinct node ids. Indices are drawn, not ids: ids are 64-bit unsigned and numpy would round them."""
+    return sorted(nodes[int(i)] for i in rng.choice(len(nodes), size=k, replace=False))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) -> Path:
+    """Run `cfg.num_server_rounds` rounds; returns the run directory. Raises AllRoundsFailed if none succeeded."""
+    emit = on_event or (lambda kind, payload: None)
+    fed = load_federation(cfg)
+    run = new_run_dir(cfg)
+    write_config(run, cfg, population=len(fed.splits), catalog_size=len(fed.catalog),
+                 load_summary=fed.summary.lines())
+    write_catalog(run, fed.catalog)
+    model = build_model(cfg, fed.catalog)  # also writes the catalog table cache the clients will read
+    global_state: State = {k: v.numpy().copy() for k, v in trainable_state(model).items()}
+    nodes = wait_for_nodes(grid, len(fed.splits))
+    down = state_bytes(global_state)
+    emit("start", {"run_dir": str(run), "clients": len(nodes), "catalog": len(fed.catalog),
+                   "adapter_params": int(sum(v.size for v in global_state.values())), "adapter_bytes": down})
+    rounds: list[dict[str, Any]] = []
+    client_rows: list[dict[str, Any]] = []
+    succeeded = 0
+    for server_round in range(1, cfg.num_server_rounds + 1):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, 0, server_round])  # per-round stream: resumable, order-free
+        sampled = _sample(nodes, min(cfg.clients_per_round, len(nodes)), rng)
+        replies = list(grid.send_and_receive(_messages(grid, sampled, MessageType.TRAIN, global_state, cfg,
+                                                       server_round)))
+        deltas, weights, losses, tokens, rss, failures = [], [], [], 0, [], []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            row = {"round": server_round, "node": node, "phase": "train", "bytes_down": down}
+            if reply.has_error():
+                failures.append(reply.error.reason)
+                client_rows.append({**row, "bytes_up": 0, "status": f"error: {reply.error.reason[:200]}"})
+                continue
+            try:
+                delta = record_to_state(reply.content["arrays"])
+                check_delta(delta, global_state)
+            except (KeyError, ValueError) as e:
+                failures.append(f"node {node}: bad reply: {e}")
+                client_rows.append({**row, "bytes_up": 0, "status": f"rejected: {e}"})
+                continue
+            m = reply.content["metrics"]
+            deltas.append(delta)
+            weights.append(1.0 if cfg.aggregation_weights == "equal" else float(m["num-examples"]))
+            losses.append(float(m["train-loss"]))
+            tokens += int(m["grad-tokens"])
+            rss.append(float(m["peak-rss-mb"]))
+            client_rows.append({**row, "bytes_up": state_bytes(delta), "seconds": float(m["train-seconds"]),
+                                "status": "ok"})
+        failures += [f"node {n}: no reply" for n in set(sampled) - {r.metadata.src_node_id for r in replies}]
+        for f in failures:
+            log.warning("round %d: %s", server_round, f)
+        if deltas and sum(weights) > 0:
+            global_state = apply_update(global_state, weighted_mean(deltas, weights), cfg.server_learning_rate)
+            succeeded += 1
+            write_adapter(run, global_state, server_round)
+        train_s = time.perf_counter() - t0
+        row: dict[str, Any] = {
+            "round": server_round,
+            "status": "ok" if deltas else "failed",
+            "sampled": len(sampled),
+            "updates": len(deltas),
+            "failed": len(failures),
+            "train_seconds": round(train_s, 3),
+            "client_updates_per_s": round(len(deltas) / train_s, 4) if train_s > 0 else 0.0,
+            "bytes_down_per_client": down,
+            "bytes_up_per_client": state_bytes(global_state),
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "grad_tokens_per_s": round(tokens / train_s, 1) if train_s > 0 else 0.0,
+            "client_peak_rss_mb": max(rss) if rss else float("nan"),
+        }
+        if server_round % cfg.evaluate_every == 0 or server_round == cfg.num_server_rounds:
+            row.update(_evaluate(grid, nodes, global_state, cfg, server_round, len(fed.catalog), client_rows))
+        row["wall_seconds"] = round(time.perf_counter() - t0, 3)
+        row["server_peak_rss_mb"] = round(_peak_rss_mb(), 1)
+        rounds.append(row)
+        write_rows(run, "rounds", rounds)
+        write_rows(run, "clients", client_rows)
+        emit("round", row)
+    if succeeded == 0:
+        raise AllRoundsFailed(f"all {cfg.num_server_rounds} rounds failed; see {run / 'clients.csv'}")
+    emit("done", {"run_dir": str(run), "rounds": rounds})
+    return run
+
+
+def _evaluate(grid: Grid, nodes: list[int], state: State, cfg: RunConfig, server_round: int, num_items: int,
+              client_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([cfg.seed, 1, server_round])
+    k = max(1, int(round(cfg.fraction_evaluate * len(nodes))))
+    chosen = _sample(nodes, k, rng)
+    replies = grid.send_and_receive(_messages(grid, chosen, MessageType.EVALUATE, state, cfg, server_round))
+    total = RankingMetrics(num_items=num_items)
+    failed = 0
+    for reply in replies:
+        row = {"round": server_round, "node": reply.metadata.src_node_id, "phase": "evaluate",
+               "bytes_down": state_bytes(state), "bytes_up": 0}
+        if reply.has_error():
+            failed += 1
+            client_rows.append({**row, "status": f"error: {reply.error.reason[:200]}"})
+            continue
+        rec = reply.content["metrics"]
+        total = total.merge(record_to_metrics(rec))
+        client_rows.append({**row, "seconds": float(rec["eval-seconds"]), "status": "ok"})
+    out = {f"eval_{k}": v for k, v in total.summary().items()}
+    out["eval_failed"] = failed
+    out["eval_seconds"] = round(time.perf_counter() - t0, 3)
+    return out

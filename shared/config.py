@@ -1,0 +1,140 @@
+"""Every setting of a run, in one typed, validated place.
+
+The defaults here are the embedded defaults of `fedrec simulate` and of `flwr run .`; `pyproject.toml`'s
+`[tool.flwr.app.config]` lists the same keys in kebab-case. Keys are kebab-case on the command line and in
+TOML (`local-epochs`), snake_case in Python (`local_epochs`). Unknown keys are an error, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or out of range; the message names the source, the key and the value."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one federated run.
+
+    Args:
+        data: Data set: `synthetic[:users=N,items=M,seed=S]`, a HetRec directory, or a file (.tsv Last.fm-1K,
+            .jsonl ListenBrainz, .csv interactions).
+        item_metadata: Optional item-metadata CSV (`item,name[,tags]`) for a CSV data set.
+        max_users: Use only the first N users of the data set (0 = all), e.g. for a quick look at Last.fm-2K.
+        model: `minilm` (bundled all-MiniLM-L6-v2) or a local Hugging Face model directory.
+    """
+
+    # data
+    data: str = field(default="synthetic", metadata={"help": "data set spec or path"})
+    item_metadata: str = field(default="", metadata={"help": "item metadata CSV for a CSV data set"})
+    max_users: int = field(default=0, metadata={"help": "use the first N users only (0 = all)"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the per-user test/validation split"})
+    min_interactions: int = field(default=5, metadata={"help": "users with fewer items train but are not evaluated"})
+    # model
+    model: str = field(default="minilm", metadata={"help": "'minilm' or a local HF model directory"})
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank r"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scaling = alpha / r)"})
+    lora_targets: str = field(default="", metadata={"help": "comma-separated module names; empty = auto (q/v)"})
+    head: bool = field(default=True, metadata={"help": "trainable d x d user-side projection"})
+    item_bias: bool = field(default=True, metadata={"help": "trainable per-item bias"})
+    temperature: float = field(default=0.05, metadata={"help": "softmax temperature on cosine scores"})
+    history_tokens: int = field(default=64, metadata={"help": "token budget of the history prompt"})
+    item_tokens: int = field(default=32, metadata={"help": "token budget of an item text"})
+    history_order: str = field(default="weight", metadata={"help": "'weight' (most played first) or 'recent'"})
+    item_tower: str = field(
+        default="frozen", metadata={"help": "'frozen' cached catalog table + full softmax, or 'shared-lora'"}
+    )
+    negatives: int = field(default=15, metadata={"help": "sampled negatives per example (shared-lora only)"})
+    # local training
+    local_epochs: int = field(default=1, metadata={"help": "passes over the client's examples per round"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "client Adam learning rate (LoRA, head)"})
+    bias_learning_rate: float = field(default=0.5, metadata={"help": "client SGD learning rate of the item bias"})
+    batch_size: int = field(default=16, metadata={"help": "client batch size (examples)"})
+    examples_per_user: int = field(
+        default=8, metadata={"help": "fixed number of disjoint record buckets per user; one example per bucket"}
+    )
+    # federation
+    num_server_rounds: int = field(default=3, metadata={"help": "number of federated rounds"})
+    clients_per_round: int = field(default=8, metadata={"help": "clients sampled per round"})
+    fraction_evaluate: float = field(default=1.0, metadata={"help": "fraction of evaluable clients evaluated"})
+    evaluate_every: int = field(default=1, metadata={"help": "evaluate every k rounds (and after the last)"})
+    aggregation_weights: str = field(default="equal", metadata={"help": "'equal' or 'examples'"})
+    server_learning_rate: float = field(default=1.0, metadata={"help": "global += lr * mean(delta)"})
+    seed: int = field(default=0, metadata={"help": "seed of client sampling and local training"})
+    # output
+    run_dir: str = field(default="runs", metadata={"help": "parent folder of run directories"})
+    run_name: str = field(default="", metadata={"help": "run directory name (default: timestamp)"})
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, key: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key.replace('_', '-')}: {why}, found {getattr(self, key)!r}")
+
+        for key in ("lora_rank", "local_epochs", "batch_size", "examples_per_user", "num_server_rounds",
+                    "clients_per_round", "evaluate_every", "history_tokens", "item_tokens"):
+            check(getattr(self, key) >= 1, key, "must be >= 1")
+        check(self.max_users >= 0, "max_users", "must be >= 0")
+        check(self.min_interactions >= 3, "min_interactions", "must be >= 3 (test + validation + train)")
+        check(0.0 < self.fraction_evaluate <= 1.0, "fraction_evaluate", "must be in (0, 1]")
+        check(self.temperature > 0, "temperature", "must be > 0")
+        check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        check(self.bias_learning_rate >= 0, "bias_learning_rate", "must be >= 0")
+        check(self.server_learning_rate > 0, "server_learning_rate", "must be > 0")
+        check(self.item_tower in ("frozen", "shared-lora"), "item_tower", "must be 'frozen' or 'shared-lora'")
+        check(self.negatives >= 1, "negatives", "must be >= 1")
+        check(self.history_order in ("weight", "recent"), "history_order", "must be 'weight' or 'recent'")
+        check(self.aggregation_weights in ("equal", "examples"), "aggregation_weights", "must be 'equal' or 'examples'")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> RunConfig:
+        """Build from kebab- or snake-case keys (Flower run_config, CLI overrides); unknown keys are errors."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"{source}: unknown setting {raw_key!r}; known: {', '.join(sorted(known))}")
+            kwargs[key] = _coerce(known[key], value, source, raw_key)
+        try:
+            return cls(**kwargs)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    def to_flwr(self) -> dict[str, Any]:
+        """kebab-case dict of plain values (what a Flower ConfigRecord / run_config carries)."""
+        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def lora_target_list(self) -> list[str] | None:
+        return [t.strip() for t in self.lora_targets.split(",") if t.strip()] or None
+
+
+def _coerce(f: dataclasses.Field, value: Any, source: str, key: str) -> Any:
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            return bool(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key} must be {kind.__name__}, found {value!r}") from None
+
+
+def help_text() -> dict[str, str]:
+    return {f.name.replace("_", "-"): f.metadata.get("help", "") for f in fields(RunConfig)}

@@ -1,0 +1,1 @@
+"""Listening-history data: one module per on-disk format, the synthetic generator and the split."""

@@ -1,0 +1,96 @@
+"""From one user's training items to per-example (history prompt, target) pairs.
+
+Each user's training records are spread over a *fixed* number of buckets by a hash of the item id, and each
+non-empty bucket yields exactly one example per epoch: one of its items (drawn afresh each epoch) is the target,
+the rest of the bucket is the history prompt. So every listening record belongs to exactly one example, and
+adding or removing one record changes one example only. That is what lets on-device DP-SGD, which protects
+examples, make a statement about single listening records. (Leave-one-out over the whole history would put each
+record in every example of its user, and the per-example guarantee would say nothing about a record.)
+
+Prompts list artist names, most listened first (or most recent first), and are cut to a token budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedrec.shared.data.split import UserSplit
+from fedrec.shared.data.types import Catalog
+
+PROMPT_PREFIX = "Listening history:"
+
+
+def bucket_of(item_id: str, buckets: int) -> int:
+    """Stable bucket of an item id (blake2b; independent of Python's per-process hash seed)."""
+    digest = hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % buckets
+
+
+def ordered(items: np.ndarray, weights: np.ndarray, timestamps: np.ndarray | None, order: str) -> np.ndarray:
+    """Items sorted for the prompt: most played first, or most recent first (ties keep source order)."""
+    if order == "recent" and timestamps is not None:
+        key = -timestamps
+    else:
+        key = -weights
+    return items[np.argsort(key, kind="stable")]
+
+
+def prompt_text(catalog: Catalog, items: np.ndarray) -> str:
+    return f"{PROMPT_PREFIX} " + ", ".join(catalog.names[int(i)] for i in items)
+
+
+@dataclass
+class ExampleBatch:
+    """Tokenized examples. `history` lists each example's prompt items (-1 padded), masked out of the softmax."""
+
+    input_ids: torch.Tensor  # (n, T) int64
+    attention_mask: torch.Tensor  # (n, T) int64
+    target: torch.Tensor  # (n,) int64 catalog index
+    history: torch.Tensor  # (n, H) int64, -1 = padding
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+
+def draw_examples(
+    split: UserSplit, catalog: Catalog, *, buckets: int, order: str, rng: np.random.Generator
+) -> tuple[list[str], list[int], list[np.ndarray]]:
+    """One epoch's examples: (prompts, targets, history item arrays), one per non-empty bucket."""
+    items = ordered(split.train_items, split.train_weights, split.train_timestamps, order)
+    groups: dict[int, list[int]] = {}
+    for i in items:
+        groups.setdefault(bucket_of(catalog.item_ids[int(i)], buckets), []).append(int(i))
+    prompts, targets, histories = [], [], []
+    for b in sorted(groups):
+        members = groups[b]
+        t = int(rng.integers(len(members)))
+        hist = np.asarray(members[:t] + members[t + 1 :], dtype=np.int64)
+        prompts.append(prompt_text(catalog, hist))
+        targets.append(members[t])
+        histories.append(hist)
+    return prompts, targets, histories
+
+
+def tokenize(tokenizer, prompts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tok = tokenizer(prompts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+    return tok["input_ids"], tok["attention_mask"]
+
+
+def make_batch(
+    tokenizer, prompts: list[str], targets: list[int], histories: list[np.ndarray], max_tokens: int
+) -> ExampleBatch:
+    ids, mask = tokenize(tokenizer, prompts, max_tokens)
+    width = max((len(h) for h in histories), default=0) or 1
+    hist = torch.full((len(histories), width), -1, dtype=torch.long)
+    for row, h in enumerate(histories):
+        hist[row, : len(h)] = torch.as_tensor(h, dtype=torch.long)
+    return ExampleBatch(ids, mask, torch.as_tensor(targets, dtype=torch.long), hist)
+
+
+def evaluation_prompt(split: UserSplit, catalog: Catalog, order: str) -> str:
+    """The prompt a user is scored with: all training items, ordered, cut later to the token budget."""
+    return prompt_text(catalog, ordered(split.train_items, split.train_weights, split.train_timestamps, order))

@@ -1,0 +1,113 @@
+"""A run directory: everything a run leaves behind, written atomically, readable by `fedrec recommend`.
+
+    config.json          the RunConfig, library versions, start time, population size
+    catalog.json         the public item catalog the adapter was trained against
+    rounds.json/.csv     one row per round: time, cost, loss, evaluation metrics
+    clients.csv          one row per client message: round, node, phase, bytes down/up, seconds, status
+    adapter.safetensors  the global adapter after the last completed round (float32)
+    summary.txt          the closing summary that was printed
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrec.shared.config import RunConfig
+from fedrec.shared.data.types import Catalog
+
+ADAPTER = "adapter.safetensors"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("fedrec", "flwr", "torch", "transformers", "peft", "opacus", "dp-accounting", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
+    path = Path(cfg.run_dir) / name
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"run directory {path} already exists and is not empty; choose another --run-name")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(run: Path, cfg: RunConfig, **extra: Any) -> None:
+    doc = {"config": cfg.to_flwr(), "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    doc.update(extra)
+    atomic_write_text(run / "config.json", json.dumps(doc, indent=2))
+
+
+def read_config(run: Path) -> RunConfig:
+    path = run / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a fedrec run directory (no config.json)")
+    return RunConfig.from_mapping(json.loads(path.read_text())["config"], source=str(path))
+
+
+def write_catalog(run: Path, catalog: Catalog) -> None:
+    doc = {"item_ids": catalog.item_ids, "names": catalog.names, "tags": catalog.tags}
+    atomic_write_text(run / "catalog.json", json.dumps(doc, ensure_ascii=False))
+
+
+def read_catalog(run: Path) -> Catalog:
+    doc = json.loads((run / "catalog.json").read_text(encoding="utf-8"))
+    return Catalog(doc["item_ids"], doc["names"], doc["tags"])
+
+
+def write_adapter(run: Path, state: dict[str, np.ndarray], server_round: int) -> None:
+    from safetensors.numpy import save
+
+    data = save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()},
+                metadata={"server_round": str(server_round), "format": "fedrec-adapter-v1"})
+    atomic_write_bytes(run / ADAPTER, data)
+
+
+def read_adapter(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no adapter (has the run completed a round?)")
+    return dict(load_file(str(path)))
+
+
+def write_rows(run: Path, stem: str, rows: list[dict[str, Any]]) -> None:
+    """rows -> `stem`.json and `stem`.csv (columns: the union of keys, in first-seen order)."""
+    atomic_write_text(run / f"{stem}.json", json.dumps(rows, indent=1))
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(run / f"{stem}.csv", buf.getvalue())

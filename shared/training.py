@@ -1,0 +1,167 @@
+"""Build the recommender once per process, train it on one user's examples, score users against the catalog.
+
+The same functions serve a federated client, the centralized fine-tuning baseline and `fedrec recommend`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedrec.shared.backbone import attach_lora, load_backbone
+from fedrec.shared.config import RunConfig
+from fedrec.shared.data.split import UserSplit
+from fedrec.shared.data.types import Catalog
+from fedrec.shared.examples import draw_examples, evaluation_prompt, make_batch, tokenize
+from fedrec.shared.model import Recommender, catalog_embeddings, catalog_texts, encode_texts, load_trainable_state
+
+NEG_INF = -1e9
+
+_MODEL_CACHE: dict[str, Recommender] = {}
+
+
+def _catalog_key(catalog: Catalog) -> str:
+    h = hashlib.sha256()
+    for t in catalog_texts(catalog):
+        h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
+
+
+def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True) -> Recommender:
+    """The recommender for `cfg` over `catalog`: backbone, cached catalog table, LoRA, head, item bias.
+
+    With `cached`, one model per (settings, catalog) is kept per process and reused for every client message
+    the process serves; callers load the global adapter state into it before use, so nothing is loaded twice.
+    """
+    key = "|".join(str(x) for x in (cfg.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.head,
+                                    cfg.item_bias, cfg.temperature, cfg.item_tokens, _catalog_key(catalog)))
+    if cached and key in _MODEL_CACHE:
+        return _MODEL_CACHE[key]
+    torch.manual_seed(0)  # LoRA A init must be identical everywhere: it is the starting global state
+    backbone = load_backbone(cfg.model)
+    table = catalog_embeddings(backbone, catalog, cfg.item_tokens)  # base model, before LoRA is attached
+    encoder = attach_lora(backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_list)
+    model = Recommender(backbone, encoder, table, head=cfg.head, item_bias=cfg.item_bias,
+                        temperature=cfg.temperature)
+    if cached:
+        _MODEL_CACHE[key] = model
+    return model
+
+
+def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Adam on LoRA and head; the item bias in its own group with its own step size."""
+    bias = [model.item_bias.weight] if model.item_bias is not None else []
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("item_bias")]
+    groups = [{"params": rest, "lr": cfg.learning_rate}]
+    if bias:
+        groups.append({"params": bias, "lr": cfg.bias_learning_rate})
+    return torch.optim.Adam(groups)
+
+
+def example_loss(model: Recommender, batch_ids, batch_mask, target, history) -> torch.Tensor:
+    """Mean over the batch of per-example cross-entropy over the full catalog, prompt items masked out.
+
+    Example i's loss depends only on its own prompt, target and history items, and the public catalog.
+    """
+    logits = model(batch_ids, batch_mask)  # (B, N)
+    valid = history >= 0  # (B, H)
+    idx = history.clamp(min=0)
+    mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, idx, valid)
+    logits = logits.masked_fill(mask, NEG_INF)
+    return F.cross_entropy(logits, target)
+
+
+def candidate_loss(model: Recommender, tokenizer, catalog: Catalog, batch, rng, cfg: RunConfig) -> torch.Tensor:
+    """Trainable-item-tower variant: target vs `negatives` catalog items drawn per example (none of its own)."""
+    texts_all = catalog_texts(catalog)
+    cands = []
+    for target, hist in zip(batch.target.tolist(), batch.history.tolist(), strict=True):
+        own = set(hist) | {target}
+        negs: list[int] = []
+        while len(negs) < cfg.negatives:
+            j = int(rng.integers(len(catalog)))
+            if j not in own and j not in negs:
+                negs.append(j)
+        cands.append([target] + negs)
+    k = cfg.negatives + 1
+    flat = [texts_all[j] for row in cands for j in row]
+    ids, mask = tokenize(tokenizer, flat, cfg.item_tokens)
+    ids = ids.view(len(cands), k, -1)  # (B, K, L): encoded slot by slot in candidate_logits
+    mask = mask.view(len(cands), k, -1)
+    logits = model.candidate_logits(batch.input_ids, batch.attention_mask, ids, mask)
+    return F.cross_entropy(logits, torch.zeros(len(cands), dtype=torch.long))
+
+
+@dataclass
+class TrainStats:
+    examples: int
+    steps: int
+    loss: float
+    seconds: float
+    tokens: int  # prompt tokens that needed gradients
+
+
+def train_local(
+    model: Recommender, split: UserSplit, catalog: Catalog, cfg: RunConfig, *, seed: int
+) -> TrainStats:
+    """`local_epochs` passes over this user's bucketed examples (non-private; DP-SGD wraps this later)."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model.train()
+    opt = make_optimizer(model, cfg)
+    tokenizer = model.backbone.tokenizer
+    t0, steps, total, n_loss, n_examples, tokens = time.perf_counter(), 0, 0.0, 0, 0, 0
+    for _ in range(cfg.local_epochs):
+        prompts, targets, hists = draw_examples(split, catalog, buckets=cfg.examples_per_user,
+                                                order=cfg.history_order, rng=rng)
+        if not prompts:
+            continue
+        order = rng.permutation(len(prompts))
+        for start in range(0, len(order), cfg.batch_size):
+            sel = order[start : start + cfg.batch_size]
+            batch = make_batch(tokenizer, [prompts[i] for i in sel], [targets[i] for i in sel],
+                               [hists[i] for i in sel], cfg.history_tokens)
+            opt.zero_grad(set_to_none=True)
+            if cfg.item_tower == "frozen":
+                loss = example_loss(model, batch.input_ids, batch.attention_mask, batch.target, batch.history)
+            else:
+                loss = candidate_loss(model, tokenizer, catalog, batch, rng, cfg)
+            loss.backward()
+            opt.step()
+            steps += 1
+            total += float(loss.item()) * len(batch)
+            n_loss += len(batch)
+            tokens += int(batch.attention_mask.sum())
+        n_examples += len(prompts)
+    model.eval()
+    return TrainStats(n_examples, steps, total / max(n_loss, 1), time.perf_counter() - t0, tokens)
+
+
+def prepare_for_scoring(model: Recommender, catalog: Catalog, cfg: RunConfig) -> None:
+    """With a trainable item tower, re-encode the catalog with the current adapter before ranking."""
+    if cfg.item_tower == "shared-lora":
+        model.catalog = encode_texts(model.backbone, model.encoder, catalog_texts(catalog), cfg.item_tokens)
+
+
+@torch.no_grad()
+def score_prompts(model: Recommender, prompts: list[str], cfg: RunConfig, batch_size: int = 64) -> np.ndarray:
+    """(len(prompts), N) scores over the whole catalog."""
+    model.eval()
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = tokenize(model.backbone.tokenizer, prompts[start : start + batch_size], cfg.history_tokens)
+        out.append(model(ids, mask).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.catalog.shape[0]), dtype=np.float32)
+
+
+def score_users(model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig) -> np.ndarray:
+    return score_prompts(model, [evaluation_prompt(s, catalog, cfg.history_order) for s in splits], cfg)
+
+
+def set_global_state(model: Recommender, state: dict[str, np.ndarray]) -> None:
+    load_trainable_state(model, state)

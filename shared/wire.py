@@ -1,0 +1,74 @@
+"""What crosses the wire between server and clients, and nothing else.
+
+Compatibility contract: keys are only ever added, never renamed or given a new meaning; a reader must fail
+loudly on a missing key rather than guess.
+
+Server -> client (message type "train" or "evaluate"):
+    "arrays": ArrayRecord   the global adapter state (float32), one tensor per trainable parameter
+    "config": ConfigRecord  RunConfig.to_flwr() plus "server-round" and "seed"
+Client -> server, train reply:
+    "arrays": ArrayRecord   the adapter *delta* (local minus global), float32, same keys as sent
+    "metrics": MetricRecord num-examples, train-loss, train-seconds, steps, grad-tokens, peak-rss-mb
+Client -> server, evaluate reply:
+    "metrics": MetricRecord RankingMetrics.to_dict() sums (see fedrec.shared.metrics), eval-seconds
+
+Every metric travels unprotected (no DP, no masking); the privacy reports list them as not covered.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, MetricRecord
+
+from fedrec.shared.metrics import RankingMetrics
+
+State = dict[str, np.ndarray]  # parameter name -> float32 array
+
+
+def state_to_record(state: State) -> ArrayRecord:
+    return ArrayRecord.from_array_dict(
+        OrderedDict((k, Array(np.ascontiguousarray(v, dtype=np.float32))) for k, v in state.items())
+    )
+
+
+def record_to_state(record: ArrayRecord) -> State:
+    return {k: np.asarray(v.numpy(), dtype=np.float32) for k, v in record.items()}
+
+
+def state_bytes(state: State) -> int:
+    """Payload bytes of a state (float32 values + key names), the same count ArrayRecord.count_bytes gives."""
+    return sum(int(v.nbytes) + len(k) for k, v in state.items())
+
+
+def subtract(a: State, b: State) -> State:
+    if a.keys() != b.keys():
+        raise ValueError(f"states differ in keys: {sorted(set(a) ^ set(b))[:5]}")
+    return {k: (a[k] - b[k]).astype(np.float32) for k in a}
+
+
+def check_delta(delta: State, reference: State) -> None:
+    """A client's delta must have exactly the global state's keys and shapes, and finite values."""
+    if delta.keys() != reference.keys():
+        raise ValueError(f"delta keys differ from the global state: {sorted(set(delta) ^ set(reference))[:5]}")
+    for k, v in delta.items():
+        if v.shape != reference[k].shape:
+            raise ValueError(f"delta {k}: shape {v.shape} != global {reference[k].shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"delta {k}: non-finite values")
+
+
+def metrics_to_record(m: RankingMetrics, **extra: float) -> MetricRecord:
+    d = m.to_dict()
+    rec = {k: v for k, v in d.items() if k != "recommended"}
+    if d["recommended"]:  # a MetricRecord cannot hold an empty list
+        rec["recommended"] = [int(i) for i in d["recommended"]]
+    rec.update(extra)
+    return MetricRecord(rec)
+
+
+def record_to_metrics(rec: MetricRecord) -> RankingMetrics:
+    d = dict(rec)
+    d.setdefault("recommended", [])
+    return RankingMetrics.from_dict(d)
