@@ -30,7 +30,7 @@ class RunConfig:
     """
 
     # data
-    data: str = field(default="synthetic", metadata={"help": "data set spec or path"})
+    data: str = field(default="synthetic:users=200,items=600", metadata={"help": "data set spec or path"})
     item_metadata: str = field(default="", metadata={"help": "item metadata CSV for a CSV data set"})
     max_users: int = field(default=0, metadata={"help": "use the first N users only (0 = all)"})
     split_seed: int = field(default=0, metadata={"help": "seed of the per-user test/validation split"})
@@ -46,6 +46,7 @@ class RunConfig:
     history_tokens: int = field(default=64, metadata={"help": "token budget of the history prompt"})
     item_tokens: int = field(default=32, metadata={"help": "token budget of an item text"})
     history_order: str = field(default="weight", metadata={"help": "'weight' (most played first) or 'recent'"})
+    prompt_tags: int = field(default=1, metadata={"help": "public tags shown after each artist in the prompt"})
     item_tower: str = field(
         default="frozen", metadata={"help": "'frozen' cached catalog table + full softmax, or 'shared-lora'"}
     )
@@ -53,16 +54,16 @@ class RunConfig:
     # local training
     local_epochs: int = field(default=1, metadata={"help": "passes over the client's examples per round"})
     learning_rate: float = field(default=3e-3, metadata={"help": "client Adam learning rate (LoRA, head)"})
-    bias_learning_rate: float = field(default=0.5, metadata={"help": "client SGD learning rate of the item bias"})
+    bias_learning_rate: float = field(default=0.02, metadata={"help": "client Adam learning rate of the item bias"})
     batch_size: int = field(default=16, metadata={"help": "client batch size (examples)"})
     examples_per_user: int = field(
         default=8, metadata={"help": "fixed number of disjoint record buckets per user; one example per bucket"}
     )
     # federation
-    num_server_rounds: int = field(default=3, metadata={"help": "number of federated rounds"})
-    clients_per_round: int = field(default=8, metadata={"help": "clients sampled per round"})
+    num_server_rounds: int = field(default=20, metadata={"help": "number of federated rounds"})
+    clients_per_round: int = field(default=10, metadata={"help": "clients sampled per round"})
     fraction_evaluate: float = field(default=1.0, metadata={"help": "fraction of evaluable clients evaluated"})
-    evaluate_every: int = field(default=1, metadata={"help": "evaluate every k rounds (and after the last)"})
+    evaluate_every: int = field(default=5, metadata={"help": "evaluate every k rounds (and after the last)"})
     aggregation_weights: str = field(default="equal", metadata={"help": "'equal' or 'examples'"})
     server_learning_rate: float = field(default=1.0, metadata={"help": "global += lr * mean(delta)"})
     seed: int = field(default=0, metadata={"help": "seed of client sampling and local training"})
@@ -78,6 +79,7 @@ class RunConfig:
         for key in ("lora_rank", "local_epochs", "batch_size", "examples_per_user", "num_server_rounds",
                     "clients_per_round", "evaluate_every", "history_tokens", "item_tokens"):
             check(getattr(self, key) >= 1, key, "must be >= 1")
+        check(self.prompt_tags >= 0, "prompt_tags", "must be >= 0")
         check(self.max_users >= 0, "max_users", "must be >= 0")
         check(self.min_interactions >= 3, "min_interactions", "must be >= 3 (test + validation + train)")
         check(0.0 < self.fraction_evaluate <= 1.0, "fraction_evaluate", "must be in (0, 1]")

@@ -39,8 +39,14 @@ def ordered(items: np.ndarray, weights: np.ndarray, timestamps: np.ndarray | Non
     return items[np.argsort(key, kind="stable")]
 
 
-def prompt_text(catalog: Catalog, items: np.ndarray) -> str:
-    return f"{PROMPT_PREFIX} " + ", ".join(catalog.names[int(i)] for i in items)
+def prompt_text(catalog: Catalog, items: np.ndarray, tags: int = 1) -> str:
+    """`Listening history: A (rock), B (jazz), ...`: names plus each item's top public tags."""
+
+    def one(i: int) -> str:
+        t = catalog.tags[i][:tags]
+        return f"{catalog.names[i]} ({', '.join(t)})" if t else catalog.names[i]
+
+    return f"{PROMPT_PREFIX} " + ", ".join(one(int(i)) for i in items)
 
 
 @dataclass
@@ -57,7 +63,7 @@ class ExampleBatch:
 
 
 def draw_examples(
-    split: UserSplit, catalog: Catalog, *, buckets: int, order: str, rng: np.random.Generator
+    split: UserSplit, catalog: Catalog, *, buckets: int, order: str, rng: np.random.Generator, tags: int = 1
 ) -> tuple[list[str], list[int], list[np.ndarray]]:
     """One epoch's examples: (prompts, targets, history item arrays), one per non-empty bucket."""
     items = ordered(split.train_items, split.train_weights, split.train_timestamps, order)
@@ -69,7 +75,7 @@ def draw_examples(
         members = groups[b]
         t = int(rng.integers(len(members)))
         hist = np.asarray(members[:t] + members[t + 1 :], dtype=np.int64)
-        prompts.append(prompt_text(catalog, hist))
+        prompts.append(prompt_text(catalog, hist, tags))
         targets.append(members[t])
         histories.append(hist)
     return prompts, targets, histories
@@ -91,6 +97,7 @@ def make_batch(
     return ExampleBatch(ids, mask, torch.as_tensor(targets, dtype=torch.long), hist)
 
 
-def evaluation_prompt(split: UserSplit, catalog: Catalog, order: str) -> str:
+def evaluation_prompt(split: UserSplit, catalog: Catalog, order: str, tags: int = 1) -> str:
     """The prompt a user is scored with: all training items, ordered, cut later to the token budget."""
-    return prompt_text(catalog, ordered(split.train_items, split.train_weights, split.train_timestamps, order))
+    items = ordered(split.train_items, split.train_weights, split.train_timestamps, order)
+    return prompt_text(catalog, items, tags)

@@ -118,7 +118,7 @@ def train_local(
     t0, steps, total, n_loss, n_examples, tokens = time.perf_counter(), 0, 0.0, 0, 0, 0
     for _ in range(cfg.local_epochs):
         prompts, targets, hists = draw_examples(split, catalog, buckets=cfg.examples_per_user,
-                                                order=cfg.history_order, rng=rng)
+                                                order=cfg.history_order, rng=rng, tags=cfg.prompt_tags)
         if not prompts:
             continue
         order = rng.permutation(len(prompts))
@@ -160,7 +160,7 @@ def score_prompts(model: Recommender, prompts: list[str], cfg: RunConfig, batch_
 
 
 def score_users(model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig) -> np.ndarray:
-    return score_prompts(model, [evaluation_prompt(s, catalog, cfg.history_order) for s in splits], cfg)
+    return score_prompts(model, [evaluation_prompt(s, catalog, cfg.history_order, cfg.prompt_tags) for s in splits], cfg)
 
 
 def set_global_state(model: Recommender, state: dict[str, np.ndarray]) -> None:

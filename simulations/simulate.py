@@ -55,7 +55,7 @@ def simulate(cfg: RunConfig, on_event: Event | None = None, num_cpus: int | None
         if on_event:
             on_event(kind, payload)
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # keeps errors, drops the run_simulation deprecation
     run_simulation(
         server_app=make_server_app(cfg, capture),
         client_app=client_app,

@@ -1,0 +1,60 @@
+"""Rank the catalog for one listening history and explain each recommendation.
+
+The reason given for an item is the set of history items closest to it in the model's item space ("because you
+played X, Y"): cosine similarity between catalog embeddings, the same table the recommender scores against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedrec.shared.config import RunConfig
+from fedrec.shared.data.split import UserSplit
+from fedrec.shared.data.types import Catalog, UserHistory
+from fedrec.shared.metrics import topk_excluding
+from fedrec.shared.model import Recommender
+from fedrec.shared.run_dir import ADAPTER, read_adapter, read_catalog, read_config
+from fedrec.shared.training import build_model, prepare_for_scoring, score_users, set_global_state
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item: int
+    name: str
+    tags: list[str]
+    score: float
+    because: list[str]  # names of the closest history items
+
+
+def load_trained(run_dir: Path, adapter: Path | None = None) -> tuple[RunConfig, Catalog, Recommender]:
+    """The config, catalog and recommender with the run's final global adapter loaded."""
+    cfg = read_config(run_dir)
+    catalog = read_catalog(run_dir)
+    model = build_model(cfg, catalog, cached=False)
+    set_global_state(model, read_adapter(adapter or run_dir / ADAPTER))
+    prepare_for_scoring(model, catalog, cfg)
+    return cfg, catalog, model
+
+
+def recommend(
+    model: Recommender, cfg: RunConfig, catalog: Catalog, history: UserHistory, top_k: int = 10, reasons: int = 2
+) -> list[Recommendation]:
+    """Top-k catalog items for `history` (items already in it excluded), each with its closest history items."""
+    if len(history) == 0:
+        raise ValueError(f"history of user {history.user_id!r} has no item of the model's catalog")
+    split = UserSplit(history.user_id, history.items, history.weights, None, None, history.timestamps)
+    scores = score_users(model, [split], catalog, cfg)[0]
+    top = topk_excluding(scores, history.items, top_k)
+    table = model.catalog.numpy()  # (N, d), rows L2-normalised
+    sims = table[top] @ table[history.items].T  # (k, n_history)
+    out = []
+    for row, item in enumerate(top):
+        closest = np.argsort(-sims[row], kind="stable")[:reasons]
+        out.append(Recommendation(
+            item=int(item), name=catalog.names[item], tags=catalog.tags[item][:3], score=float(scores[item]),
+            because=[catalog.names[int(history.items[j])] for j in closest],
+        ))
+    return out
