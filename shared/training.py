@@ -69,9 +69,10 @@ def example_loss(model: Recommender, batch_ids, batch_mask, target, history) -> 
     Example i's loss depends only on its own prompt, target and history items, and the public catalog.
     """
     logits = model(batch_ids, batch_mask)  # (B, N)
-    valid = history >= 0  # (B, H)
-    idx = history.clamp(min=0)
-    mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, idx, valid)
+    # Shift by one so the -1 padding lands in a spare column 0 that is dropped. (Scattering `history >= 0` at
+    # `history.clamp(min=0)` let a padding slot's False overwrite a real item 0's True: item 0 went unmasked.)
+    b, n = logits.shape
+    mask = torch.zeros((b, n + 1), dtype=torch.bool, device=logits.device).scatter_(1, history + 1, True)[:, 1:]
     logits = logits.masked_fill(mask, NEG_INF)
     return F.cross_entropy(logits, target)
 
@@ -160,7 +161,8 @@ def score_prompts(model: Recommender, prompts: list[str], cfg: RunConfig, batch_
 
 
 def score_users(model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig) -> np.ndarray:
-    return score_prompts(model, [evaluation_prompt(s, catalog, cfg.history_order, cfg.prompt_tags) for s in splits], cfg)
+    prompts = [evaluation_prompt(s, catalog, cfg.history_order, cfg.prompt_tags) for s in splits]
+    return score_prompts(model, prompts, cfg)
 
 
 def set_global_state(model: Recommender, state: dict[str, np.ndarray]) -> None:
