@@ -54,12 +54,18 @@ def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True) -> Rec
 
 
 def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
-    """Adam on LoRA and head; the item bias in its own group with its own step size."""
+    """Adam on LoRA and head; the item bias in its own group that behaves like plain SGD.
+
+    Adam normalises each coordinate's step, so every one of the N item biases would move by the full learning
+    rate on every step, whether its gradient was 1/B (a target) or 1e-6 (an item nobody played). With eps = 1
+    (far above any bias gradient, |g| <= 1) Adam's step is lr * m / (sqrt(v) + 1) ~= lr * g: SGD, whose bias
+    updates average across clients into (scaled) log-popularity. One optimizer keeps DP-SGD wrapping simple.
+    """
     bias = [model.item_bias.weight] if model.item_bias is not None else []
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("item_bias")]
     groups = [{"params": rest, "lr": cfg.learning_rate}]
     if bias:
-        groups.append({"params": bias, "lr": cfg.bias_learning_rate})
+        groups.append({"params": bias, "lr": cfg.bias_learning_rate, "eps": 1.0})
     return torch.optim.Adam(groups)
 
 
@@ -107,21 +113,16 @@ class TrainStats:
     tokens: int  # prompt tokens that needed gradients
 
 
-def train_local(
-    model: Recommender, split: UserSplit, catalog: Catalog, cfg: RunConfig, *, seed: int
+def train_examples(
+    model: Recommender, cfg: RunConfig, catalog: Catalog, epochs: list[tuple[list[str], list[int], list[np.ndarray]]],
+    rng: np.random.Generator,
 ) -> TrainStats:
-    """`local_epochs` passes over this user's bucketed examples (non-private; DP-SGD wraps this later)."""
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+    """Minibatch training over pre-drawn epochs of examples (non-private; DP-SGD wraps this later)."""
     model.train()
     opt = make_optimizer(model, cfg)
     tokenizer = model.backbone.tokenizer
     t0, steps, total, n_loss, n_examples, tokens = time.perf_counter(), 0, 0.0, 0, 0, 0
-    for _ in range(cfg.local_epochs):
-        prompts, targets, hists = draw_examples(split, catalog, buckets=cfg.examples_per_user,
-                                                order=cfg.history_order, rng=rng, tags=cfg.prompt_tags)
-        if not prompts:
-            continue
+    for prompts, targets, hists in epochs:
         order = rng.permutation(len(prompts))
         for start in range(0, len(order), cfg.batch_size):
             sel = order[start : start + cfg.batch_size]
@@ -141,6 +142,36 @@ def train_local(
         n_examples += len(prompts)
     model.eval()
     return TrainStats(n_examples, steps, total / max(n_loss, 1), time.perf_counter() - t0, tokens)
+
+
+def train_local(
+    model: Recommender, split: UserSplit, catalog: Catalog, cfg: RunConfig, *, seed: int
+) -> TrainStats:
+    """`local_epochs` passes over one user's bucketed examples: what a client does in a round."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    epochs = [draw_examples(split, catalog, buckets=cfg.examples_per_user, order=cfg.history_order, rng=rng,
+                            tags=cfg.prompt_tags) for _ in range(cfg.local_epochs)]
+    return train_examples(model, cfg, catalog, epochs, rng)
+
+
+def train_central(
+    model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig, *, epochs: int, seed: int
+) -> TrainStats:
+    """The centralized baseline: the same examples, pooled over all users, shuffled across users."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    pooled = []
+    for _ in range(epochs):
+        prompts, targets, hists = [], [], []
+        for split in splits:
+            p, t, h = draw_examples(split, catalog, buckets=cfg.examples_per_user, order=cfg.history_order,
+                                    rng=rng, tags=cfg.prompt_tags)
+            prompts += p
+            targets += t
+            hists += h
+        pooled.append((prompts, targets, hists))
+    return train_examples(model, cfg, catalog, pooled, rng)
 
 
 def prepare_for_scoring(model: Recommender, catalog: Catalog, cfg: RunConfig) -> None:

@@ -38,7 +38,8 @@ def record_to_state(record: ArrayRecord) -> State:
 
 
 def state_bytes(state: State) -> int:
-    """Payload bytes of a state (float32 values + key names), the same count ArrayRecord.count_bytes gives."""
+    """Payload bytes of a state: float32 values + key names. Flower's own count adds a ~128-byte header per
+    tensor (ArrayRecord.count_bytes), about 0.4% more for the default adapter."""
     return sum(int(v.nbytes) + len(k) for k, v in state.items())
 
 

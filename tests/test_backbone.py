@@ -102,7 +102,8 @@ def test_decoder_pools_last_real_token_under_right_padding(llama: Backbone) -> N
     # Prepare
     ids, mask = _tokenize(llama, TEXTS)
     lengths = [int(m.sum()) for m in mask]
-    assert len(set(lengths)) > 1 and all(bool(m[: n].all()) and not m[n:].any() for m, n in zip(mask, lengths))
+    assert len(set(lengths)) > 1
+    assert all(bool(m[:n].all()) and not m[n:].any() for m, n in zip(mask, lengths, strict=True))  # right padding
     with torch.no_grad():
         hidden = llama.model(input_ids=ids, attention_mask=mask).last_hidden_state
     # Execute

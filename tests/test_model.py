@@ -16,7 +16,7 @@ from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
 from fedrec.shared.examples import draw_examples, make_batch, prompt_text, tokenize
 from fedrec.shared.model import Recommender, catalog_texts, load_trainable_state, trainable_state
-from fedrec.shared.training import NEG_INF, build_model, example_loss, train_local
+from fedrec.shared.training import NEG_INF, build_model, example_loss, prepare_for_scoring, train_local
 
 TRAINABLE_NAME = re.compile(r"(\.lora_[AB]\.default\.weight$)|(^head\.weight$)|(^item_bias\.weight$)")
 BASE_PREFIX = "encoder.base_model.model."
@@ -222,3 +222,25 @@ def test_candidate_logits_are_per_example(eval_model, tiny_data) -> None:
         torch.testing.assert_close(alone[0], logits[i], atol=1e-5, rtol=1e-5)
         alone_ce = F.cross_entropy(alone, torch.zeros(1, dtype=torch.long))
         torch.testing.assert_close(alone_ce, per_row[i], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_shared_lora_scoring_table_matches_training_item_tower(eval_model, tiny_data) -> None:
+    """prepare_for_scoring (shared-lora) re-encodes the catalog exactly as encode_items does during training."""
+    # Prepare
+    catalog, _ = tiny_data
+    cfg = RunConfig(item_tower="shared-lora")
+    frozen_table = eval_model.catalog.clone()
+    texts = catalog_texts(catalog)
+    try:
+        # Execute
+        prepare_for_scoring(eval_model, catalog, cfg)
+        table = eval_model.catalog.clone()
+    finally:
+        eval_model.catalog = frozen_table  # the fixture is shared with the frozen-table tests
+    # Assert
+    assert table.shape == frozen_table.shape
+    assert not torch.allclose(table, frozen_table), "a non-zero adapter must change the item embeddings"
+    for j in (0, 17, len(catalog) - 1):
+        ids, mask = tokenize(eval_model.backbone.tokenizer, [texts[j]], cfg.item_tokens)
+        torch.testing.assert_close(table[j], eval_model.encode_items(ids, mask)[0], atol=1e-5, rtol=1e-5)
