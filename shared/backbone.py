@@ -97,7 +97,7 @@ def load_backbone(model: str = DEFAULT_MODEL, device: str = "cpu") -> Backbone:
             raise ValueError(f"{path}: tokenizer has neither a pad token nor an eos token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"  # pooling assumes right padding
-    net = AutoModel.from_pretrained(path).to(device)
+    net = AutoModel.from_pretrained(path, dtype=torch.float32).to(device)  # fp32 whatever the checkpoint holds
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)

@@ -54,10 +54,12 @@ class RunConfig:
     # local training
     local_epochs: int = field(default=1, metadata={"help": "passes over the client's examples per round"})
     learning_rate: float = field(default=3e-3, metadata={"help": "client Adam learning rate (LoRA, head)"})
-    bias_learning_rate: float = field(default=0.02, metadata={"help": "client learning rate of the item bias (SGD-like step)"})
+    bias_learning_rate: float = field(
+        default=50.0, metadata={"help": "client learning rate of the item bias (an SGD-like step)"}
+    )
     batch_size: int = field(default=16, metadata={"help": "client batch size (examples)"})
     examples_per_user: int = field(
-        default=8, metadata={"help": "fixed number of disjoint record buckets per user; one example per bucket"}
+        default=16, metadata={"help": "fixed number of disjoint record buckets per user; one example per bucket"}
     )
     # federation
     num_server_rounds: int = field(default=20, metadata={"help": "number of federated rounds"})

@@ -61,6 +61,9 @@ class ExampleBatch:
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
+    def to(self, device: torch.device | str) -> ExampleBatch:
+        return ExampleBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.target, self.history)))
+
 
 def draw_examples(
     split: UserSplit, catalog: Catalog, *, buckets: int, order: str, rng: np.random.Generator, tags: int = 1

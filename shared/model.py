@@ -44,8 +44,10 @@ def encode_texts(
                 texts[start : start + batch_size], padding=True, truncation=True, max_length=max_tokens,
                 return_tensors="pt",
             )
-            hidden = encoder(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
-            out.append(F.normalize(backbone.pool(hidden, tok["attention_mask"]), dim=-1))
+            dev = next(encoder.parameters()).device
+            ids, mask = tok["input_ids"].to(dev), tok["attention_mask"].to(dev)
+            hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            out.append(F.normalize(backbone.pool(hidden, mask), dim=-1).cpu())
     encoder.train(encoder_was_training)
     return torch.cat(out) if out else torch.zeros(0, backbone.hidden_size)
 
@@ -84,7 +86,7 @@ def catalog_embeddings(
     table_t = encode_texts(backbone, backbone.model, texts, max_tokens)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, table_t.numpy())
+    np.save(tmp, table_t.cpu().numpy())
     os.replace(tmp, cache)  # atomic: concurrent workers never read a half-written table
     return table_t
 
@@ -156,7 +158,7 @@ class Recommender(nn.Module):
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Name -> tensor of every trainable parameter: the adapter state that crosses the wire."""
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    return {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, np.ndarray | torch.Tensor]) -> None:
@@ -167,7 +169,7 @@ def load_trainable_state(model: nn.Module, state: dict[str, np.ndarray | torch.T
         raise ValueError(f"adapter state does not fit the model: missing {missing[:5]}, unexpected {extra[:5]}")
     with torch.no_grad():
         for name, p in params.items():
-            value = torch.as_tensor(np.asarray(state[name]), dtype=p.dtype)
+            value = torch.as_tensor(np.asarray(state[name]), dtype=p.dtype).to(p.device)
             if value.shape != p.shape:
                 raise ValueError(f"adapter tensor {name}: shape {tuple(value.shape)} != model's {tuple(p.shape)}")
             p.copy_(value)

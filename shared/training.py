@@ -6,6 +6,7 @@ The same functions serve a federated client, the centralized fine-tuning baselin
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -43,11 +44,11 @@ def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True) -> Rec
     if cached and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     torch.manual_seed(0)  # LoRA A init must be identical everywhere: it is the starting global state
-    backbone = load_backbone(cfg.model)
+    backbone = load_backbone(cfg.model, device=os.environ.get("FEDREC_DEVICE", "cpu"))  # runtime-only setting
     table = catalog_embeddings(backbone, catalog, cfg.item_tokens)  # base model, before LoRA is attached
     encoder = attach_lora(backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_list)
     model = Recommender(backbone, encoder, table, head=cfg.head, item_bias=cfg.item_bias,
-                        temperature=cfg.temperature)
+                        temperature=cfg.temperature).to(next(backbone.model.parameters()).device)
     if cached:
         _MODEL_CACHE[key] = model
     return model
@@ -97,11 +98,11 @@ def candidate_loss(model: Recommender, tokenizer, catalog: Catalog, batch, rng, 
         cands.append([target] + negs)
     k = cfg.negatives + 1
     flat = [texts_all[j] for row in cands for j in row]
-    ids, mask = tokenize(tokenizer, flat, cfg.item_tokens)
+    ids, mask = (t.to(batch.input_ids.device) for t in tokenize(tokenizer, flat, cfg.item_tokens))
     ids = ids.view(len(cands), k, -1)  # (B, K, L): encoded slot by slot in candidate_logits
     mask = mask.view(len(cands), k, -1)
     logits = model.candidate_logits(batch.input_ids, batch.attention_mask, ids, mask)
-    return F.cross_entropy(logits, torch.zeros(len(cands), dtype=torch.long))
+    return F.cross_entropy(logits, torch.zeros(len(cands), dtype=torch.long, device=logits.device))
 
 
 @dataclass
@@ -127,7 +128,7 @@ def train_examples(
         for start in range(0, len(order), cfg.batch_size):
             sel = order[start : start + cfg.batch_size]
             batch = make_batch(tokenizer, [prompts[i] for i in sel], [targets[i] for i in sel],
-                               [hists[i] for i in sel], cfg.history_tokens)
+                               [hists[i] for i in sel], cfg.history_tokens).to(model.catalog.device)
             opt.zero_grad(set_to_none=True)
             if cfg.item_tower == "frozen":
                 loss = example_loss(model, batch.input_ids, batch.attention_mask, batch.target, batch.history)
@@ -177,7 +178,8 @@ def train_central(
 def prepare_for_scoring(model: Recommender, catalog: Catalog, cfg: RunConfig) -> None:
     """With a trainable item tower, re-encode the catalog with the current adapter before ranking."""
     if cfg.item_tower == "shared-lora":
-        model.catalog = encode_texts(model.backbone, model.encoder, catalog_texts(catalog), cfg.item_tokens)
+        table = encode_texts(model.backbone, model.encoder, catalog_texts(catalog), cfg.item_tokens)
+        model.catalog = table.to(model.catalog.device)
 
 
 @torch.no_grad()
@@ -187,7 +189,8 @@ def score_prompts(model: Recommender, prompts: list[str], cfg: RunConfig, batch_
     out = []
     for start in range(0, len(prompts), batch_size):
         ids, mask = tokenize(model.backbone.tokenizer, prompts[start : start + batch_size], cfg.history_tokens)
-        out.append(model(ids, mask).float().numpy())
+        dev = model.catalog.device
+        out.append(model(ids.to(dev), mask.to(dev)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.catalog.shape[0]), dtype=np.float32)
 
 
