@@ -63,3 +63,14 @@ def tiny_data() -> tuple[Catalog, list[UserSplit]]:
     """A 50-item synthetic catalog and the leave-one-out splits of its 20 users."""
     ds = make_synthetic(num_users=20, num_items=50, seed=0)
     return ds.catalog, split_users(ds.users, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sim_run(tmp_path_factory: pytest.TempPathFactory):
+    """One real Flower simulation (Ray) on 16 synthetic users, 2 rounds of 4 clients: (RunConfig, run dir)."""
+    from fedrec.shared.config import RunConfig
+    from fedrec.simulations.simulate import simulate
+
+    cfg = RunConfig(data="synthetic:users=16,items=120,seed=3", num_server_rounds=2, clients_per_round=4,
+                    evaluate_every=1, run_dir=str(tmp_path_factory.mktemp("runs")), run_name="e2e")
+    return cfg, simulate(cfg, num_cpus=2)

@@ -7,12 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from fedrec.shared.config import RunConfig
 from fedrec.shared.federation_data import load_federation
 from fedrec.shared.model import trainable_state
 from fedrec.shared.run_dir import read_adapter
 from fedrec.shared.training import build_model
-from fedrec.simulations.simulate import simulate
 
 
 def random_ndcg(num_items: int, num_train: int, k: int = 10) -> float:
@@ -22,10 +20,8 @@ def random_ndcg(num_items: int, num_train: int, k: int = 10) -> float:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    cfg = RunConfig(data="synthetic:users=16,items=120,seed=3", num_server_rounds=2, clients_per_round=4,
-                    evaluate_every=1, run_dir=str(tmp_path_factory.mktemp("runs")), run_name="e2e")
-    return cfg, simulate(cfg, num_cpus=2)
+def run(sim_run):
+    return sim_run
 
 
 def test_every_round_completed_with_metrics(run):

@@ -1,0 +1,54 @@
+"""The `fedrec` command line: recommend with reasons, clear errors on bad input, settings listing."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from fedrec.cli.main import app
+
+runner = CliRunner()
+
+
+def test_recommend_prints_reasons(sim_run, tmp_path):
+    """`fedrec recommend` ranks for a history file and gives 'because you played' reasons from that history."""
+    _, run = sim_run
+    catalog = json.loads((run / "catalog.json").read_text())
+    history = tmp_path / "me.csv"
+    history.write_text("user,item\n" + "".join(f"me,{catalog['item_ids'][i]}\n" for i in (0, 5, 9)))
+    result = runner.invoke(app, ["recommend", "--run", str(run), "--history", str(history), "--top-k", "3"],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "because you played" in result.output
+    played = {catalog["names"][i] for i in (0, 5, 9)}
+    rows = [line for line in result.output.splitlines() if line.startswith("│ ")]
+    assert len(rows) == 3 and all(any(name in row for name in played) for row in rows)
+    assert not any(f"│ {name} " in row for row in rows for name in played)  # nothing already played
+
+
+def test_recommend_bad_history_names_file_and_line(sim_run, tmp_path):
+    """A malformed history file stops with exit code 2 and names the file and line."""
+    _, run = sim_run
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,weight\nme,a001,3\nme,a002,lots\n")
+    result = runner.invoke(app, ["recommend", "--run", str(run), "--history", str(bad)], terminal_width=200)
+    assert result.exit_code == 2
+    assert "bad.csv:3" in result.output.replace("\n", "")
+
+
+def test_simulate_rejects_unknown_setting():
+    """An unknown --set key is refused before anything starts, naming the key."""
+    result = runner.invoke(app, ["simulate", "--set", "learning-rat=0.1"], terminal_width=200)
+    assert result.exit_code == 2
+    assert "learning-rat" in result.output
+
+
+def test_settings_lists_every_setting():
+    """`fedrec settings` shows every RunConfig key."""
+    from fedrec.shared.config import RunConfig
+
+    result = runner.invoke(app, ["settings"], terminal_width=250)
+    assert result.exit_code == 0
+    for key in RunConfig().to_flwr():
+        assert key in result.output
