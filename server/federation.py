@@ -48,7 +48,10 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float = 120.0) -> list[in
         if len(nodes) >= expected:
             return nodes
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(nodes)} of {expected} clients connected within {timeout:.0f} s")
+            raise TimeoutError(
+                f"only {len(nodes)} of {expected} clients connected within {timeout:.0f} s; a simulation needs one "
+                f"SuperNode per user (flwr run . --federation-config \"num-supernodes={expected}\")"
+            )
         time.sleep(0.5)
 
 

@@ -53,10 +53,19 @@ def versions() -> dict[str, str]:
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
-    name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
-    path = Path(cfg.run_dir) / name
-    if path.exists() and any(path.iterdir()):
-        raise FileExistsError(f"run directory {path} already exists and is not empty; choose another --run-name")
+    """A fresh, empty run directory. A named run never overwrites an earlier one; an unnamed run gets a
+    timestamp (with a -2, -3, ... suffix if two runs start in the same second)."""
+    parent = Path(cfg.run_dir)
+    if cfg.run_name:
+        path = parent / cfg.run_name
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"run directory {path} already exists and is not empty; choose another --run-name")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path, n = parent / stamp, 1
+        while path.exists():
+            n += 1
+            path = parent / f"{stamp}-{n}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

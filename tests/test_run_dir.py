@@ -1,0 +1,38 @@
+"""Run directories: never overwritten, atomic writes, rows as JSON and CSV."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedrec.shared.config import RunConfig
+from fedrec.shared.run_dir import new_run_dir, read_config, write_config, write_rows
+
+
+def test_unnamed_runs_in_the_same_second_get_distinct_dirs(tmp_path):
+    """Two unnamed runs never share a directory."""
+    cfg = RunConfig(run_dir=str(tmp_path))
+    a, b = new_run_dir(cfg), new_run_dir(cfg)
+    assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_named_run_is_never_overwritten(tmp_path):
+    """A named run directory that already holds files is refused, naming it."""
+    cfg = RunConfig(run_dir=str(tmp_path), run_name="mine")
+    run = new_run_dir(cfg)
+    write_config(run, cfg)
+    with pytest.raises(FileExistsError, match="mine"):
+        new_run_dir(cfg)
+
+
+def test_config_round_trip_and_rows(tmp_path):
+    """config.json reads back to the same RunConfig; rows land in JSON and CSV with the union of columns."""
+    cfg = RunConfig(run_dir=str(tmp_path), run_name="r", lora_rank=4)
+    run = new_run_dir(cfg)
+    write_config(run, cfg)
+    assert read_config(run) == cfg
+    write_rows(run, "rounds", [{"round": 1, "a": 1.5}, {"round": 2, "b": "x"}])
+    assert json.loads((run / "rounds.json").read_text())[1]["b"] == "x"
+    assert (run / "rounds.csv").read_text().splitlines() == ["round,a,b", "1,1.5,", "2,,x"]
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary files left behind
