@@ -93,7 +93,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
     for server_round in range(1, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, 0, server_round])  # per-round stream: resumable, order-free
-        sampled = _sample(nodes, min(cfg.clients_per_round, len(nodes)), rng)
+        sampled = _sample(nodes, cfg.clients_sampled(len(nodes)), rng)
         replies = list(grid.send_and_receive(_messages(grid, sampled, MessageType.TRAIN, global_state, cfg,
                                                        server_round)))
         deltas, weights, losses, tokens, rss, failures = [], [], [], 0, [], []

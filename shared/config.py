@@ -64,6 +64,9 @@ class RunConfig:
     # federation
     num_server_rounds: int = field(default=20, metadata={"help": "number of federated rounds"})
     clients_per_round: int = field(default=10, metadata={"help": "clients sampled per round"})
+    fraction_train: float = field(
+        default=0.0, metadata={"help": "sample this fraction of all clients per round instead (0 = use the count)"}
+    )
     fraction_evaluate: float = field(default=1.0, metadata={"help": "fraction of evaluable clients evaluated"})
     evaluate_every: int = field(default=5, metadata={"help": "evaluate every k rounds (and after the last)"})
     aggregation_weights: str = field(default="equal", metadata={"help": "'equal' or 'examples'"})
@@ -84,6 +87,7 @@ class RunConfig:
         check(self.prompt_tags >= 0, "prompt_tags", "must be >= 0")
         check(self.max_users >= 0, "max_users", "must be >= 0")
         check(self.min_interactions >= 3, "min_interactions", "must be >= 3 (test + validation + train)")
+        check(0.0 <= self.fraction_train <= 1.0, "fraction_train", "must be in [0, 1]")
         check(0.0 < self.fraction_evaluate <= 1.0, "fraction_evaluate", "must be in (0, 1]")
         check(self.temperature > 0, "temperature", "must be > 0")
         check(self.learning_rate > 0, "learning_rate", "must be > 0")
@@ -112,6 +116,11 @@ class RunConfig:
     def to_flwr(self) -> dict[str, Any]:
         """kebab-case dict of plain values (what a Flower ConfigRecord / run_config carries)."""
         return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+
+    def clients_sampled(self, population: int) -> int:
+        """Clients asked to train each round: a fraction of the population if set, else the count."""
+        k = round(self.fraction_train * population) if self.fraction_train > 0 else self.clients_per_round
+        return max(1, min(k, population))
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

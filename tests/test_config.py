@@ -100,3 +100,13 @@ def test_every_field_has_help() -> None:
     helps = help_text()
     assert set(helps) == set(RunConfig().to_flwr())
     assert not [k for k, v in helps.items() if not v]
+
+
+def test_clients_sampled_by_fraction_or_count():
+    """fraction-train (when > 0) overrides the count; the result stays within [1, population]."""
+    from fedrec.shared.config import RunConfig
+
+    assert RunConfig(clients_per_round=10).clients_sampled(1892) == 10
+    assert RunConfig(fraction_train=0.05).clients_sampled(1892) == 95
+    assert RunConfig(clients_per_round=50).clients_sampled(12) == 12
+    assert RunConfig(fraction_train=0.001).clients_sampled(100) == 1
