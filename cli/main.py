@@ -11,12 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedrec.cli.audit import app as audit_app
+
 for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
     os.environ.setdefault(_k, _v)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Federated, privacy-preserving LoRA recommender over listening histories.")
+app.add_typer(audit_app, name="audit")
 console = Console()
 
 

@@ -1,0 +1,71 @@
+"""Privacy-loss-distribution accounting with dp-accounting's `PLDAccountant` (Koskela et al.; Doroshenko et al.).
+
+PLD is tight for the subsampled Gaussian (the RDP bound can be several times looser at small sampling rates),
+so it is the default accountant for reports. Two settings decide the number and are written to every report:
+
+* ``pessimistic_estimate``: always on (dp-accounting's default, "connect the dots" for the Gaussian), so the
+  discretised distribution dominates the true one and epsilon is rounded up, never down.
+* ``value_discretization_interval`` = 1e-4 (dp-accounting's default): the grid step of privacy-loss values.
+  A finer grid is slightly tighter and slower; 1e-4 keeps the pessimism well under 1% of epsilon in the
+  regimes fedrec runs (for z=1.1, q=256/50000, T=5859, delta=1e-5: 1.8161, vs PRV's 1.806..1.826 interval).
+
+Cost grows with the number of *distinct* mechanisms composed (each is a convolution), not with the number of
+rounds: the base class compresses a ledger into SelfComposed groups first, and self-composition is fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dp_accounting import dp_event
+from dp_accounting.pld import pld_privacy_accountant
+from dp_accounting.privacy_accountant import UnsupportedEventError
+
+from fedrec.shared.privacy.accountants.base import Accountant
+from fedrec.shared.privacy.ledger import ADJACENCY
+
+DEFAULT_VALUE_DISCRETIZATION_INTERVAL = 1e-4
+
+
+class PldAccountant(Accountant):
+    """PLD with a pessimistic estimate on a grid of `value_discretization_interval` (default 1e-4)."""
+
+    name = "pld"
+    method = "pld"
+    library = "dp-accounting"
+
+    def __init__(self, *, adjacency: str = "add_or_remove_one",
+                 value_discretization_interval: float = DEFAULT_VALUE_DISCRETIZATION_INTERVAL,
+                 pessimistic_estimate: bool = True) -> None:
+        super().__init__(adjacency=adjacency)
+        v = value_discretization_interval
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 1e-6 <= v <= 1:
+            raise ValueError(f"value_discretization_interval: expected a number in [1e-6, 1], found {v!r}")
+        if pessimistic_estimate is not True:
+            # dp-accounting's PLDAccountant only offers the pessimistic (upper-bound) estimate, and a report
+            # must carry an upper bound; the setting exists so reports state it explicitly.
+            raise ValueError(f"pessimistic_estimate: only True is supported (an upper bound), found "
+                             f"{pessimistic_estimate!r}")
+        self._interval = float(v)
+
+    def settings(self) -> dict[str, Any]:
+        return {"value_discretization_interval": self._interval, "pessimistic_estimate": True}
+
+    def _new(self) -> pld_privacy_accountant.PLDAccountant:
+        return pld_privacy_accountant.PLDAccountant(ADJACENCY[self.adjacency], self._interval)
+
+    def _unsupported_reason(self, event: dp_event.DpEvent) -> str | None:
+        acc = self._new()
+        if acc.supports(event):
+            return None
+        try:
+            acc.compose(event)
+        except UnsupportedEventError as e:
+            return str(e)
+        return "not supported by dp_accounting's PLDAccountant"
+
+    def _epsilon(self, events: list[dp_event.DpEvent], delta: float) -> float:
+        acc = self._new()
+        for event in events:
+            acc.compose(event)
+        return acc.get_epsilon(delta)

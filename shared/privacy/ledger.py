@@ -1,0 +1,548 @@
+"""The privacy ledger: the list of `dp_accounting` DpEvents, one per release, from which every epsilon is computed.
+
+Epsilon is never stored as the source of truth. A ledger records *what was released and how* (one DpEvent per
+release, plus human-readable metadata), and epsilon is always computed by composing the ledger with an
+accountant. That is what lets an auditor recompute it with a different accountant, and what makes resuming
+safe: a resumed run loads the same ledger and keeps appending, so the accountant always sees the whole history.
+
+A ledger holds one guarantee only, because composing record-level and user-level events into one epsilon would
+mean nothing:
+
+- ``"user-level"`` ledgers (the server's DP-FedAvg) hold ``"user-level release"`` entries, one per round whose
+  noisy aggregate was released; the unit is a user (all of one device's data).
+- ``"record-level"`` ledgers (one device's Opacus DP-SGD) hold ``"local DP-SGD"`` entries, one per round the
+  device trained in; the unit is one training record of that device.
+
+Serialization and compatibility contract
+----------------------------------------
+A ledger file is one JSON object::
+
+    {"format": "fedrec.privacy-ledger", "version": 1, "event_codec": 1,
+     "guarantee": "user-level", "adjacency": "add_or_remove_one", "subject": "run-7",
+     "entries": [{"round": 1, "kind": "user-level release", "event": {...}, "metadata": {...}}, ...]}
+
+An event is a JSON object whose ``"dp_event"`` member names a class of `dp_accounting.dp_event` and whose
+other members are that class's attrs fields (the fields of `DpEvent.to_named_tuple()`); nested events are
+objects, sequences are arrays, and non-finite floats are ``{"float": "inf" | "-inf" | "nan"}``. Example::
+
+    {"dp_event": "SelfComposedDpEvent", "count": 120,
+     "event": {"dp_event": "PoissonSampledDpEvent", "sampling_probability": 0.02,
+               "event": {"dp_event": "GaussianDpEvent", "noise_multiplier": 1.1}}}
+
+To make sure a ledger written today is read with the same meaning by every later version (the rules of
+`dp_accounting/dp_event.py`, applied to this file format):
+
+* Fields are never removed from ledgers, entries or events, and their meaning never changes. A reader that
+  sees a ``version`` newer than it knows refuses the file rather than guess.
+* New fields may only be added if they are optional, so that old ledgers without them stay valid. Adding one
+  bumps ``version``; readers accept every version up to theirs.
+* The meaning of an entry ``kind`` and of a metadata key never changes. A new mechanism gets a new DpEvent class
+  (in `dp_accounting`, or in a fedrec module added to the decoder's allow-list with a new ``event_codec``),
+  never a new interpretation of an existing one.
+* Only classes defined in `dp_accounting.dp_event` are decoded, by name from an allow-list. The file never
+  makes the reader import a module (unlike `DpEvent.from_named_tuple`, which imports ``module_name``), so a
+  hostile report or ledger cannot run code in the auditor's process.
+* Round trips are exact: floats are written with Python's shortest round-tripping repr, integers stay integers,
+  and an event is canonicalised (decoded from its own encoding) before it enters a ledger, so the in-memory
+  ledger is equal to the one read back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import attr
+import dp_accounting
+from dp_accounting import dp_event
+
+from fedrec.shared.privacy._io import atomic_write_bytes
+from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
+
+LEDGER_FORMAT = "fedrec.privacy-ledger"
+LEDGER_VERSION = 1
+EVENT_CODEC_VERSION = 1
+
+USER_LEVEL = "user-level"
+RECORD_LEVEL = "record-level"
+GUARANTEES = (USER_LEVEL, RECORD_LEVEL)
+USER_LEVEL_RELEASE = "user-level release"
+LOCAL_DPSGD = "local DP-SGD"
+KIND_OF_GUARANTEE = {USER_LEVEL: USER_LEVEL_RELEASE, RECORD_LEVEL: LOCAL_DPSGD}
+
+# The adjacency relation, spelled as in reports, and the dp_accounting relation accountants are built with.
+ADJACENCY = {
+    "add_or_remove_one": dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
+    "replace_one": dp_accounting.NeighboringRelation.REPLACE_ONE,
+    "replace_special": dp_accounting.NeighboringRelation.REPLACE_SPECIAL,
+}
+
+_EVENT_KEY = "dp_event"
+_FLOAT_KEY = "float"
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Standard events
+
+
+def dpsgd_event(*, noise_multiplier: float, sample_rate: float, steps: int) -> dp_event.DpEvent:
+    """`steps` DP-SGD steps with Poisson sampling: SelfComposed(PoissonSampled(q, Gaussian(z)), steps).
+
+    This is what Opacus runs with ``poisson_sampling=True``: each step samples every record independently with
+    probability ``sample_rate`` (q = expected batch / records), clips per-example gradients to C and adds
+    N(0, (z C)^2) noise to their sum, so ``noise_multiplier`` z is the noise std divided by the clip norm.
+    Keyword-only so z, q and steps can't be swapped.
+    """
+    _check_noise(noise_multiplier)
+    _check_rate(sample_rate, allow_none=False)
+    _check_count(steps, "steps")
+    inner = dp_event.PoissonSampledDpEvent(float(sample_rate), dp_event.GaussianDpEvent(float(noise_multiplier)))
+    return dp_event.SelfComposedDpEvent(inner, int(steps))
+
+
+def dpfedavg_event(*, noise_multiplier: float, sample_rate: float | None) -> dp_event.DpEvent:
+    """One DP-FedAvg round (McMahan et al. 2018): each update clipped to S, N(0, (z S)^2) added to the sum.
+
+    With ``sample_rate`` q, clients are Poisson-sampled (each user of a fixed population N independently with
+    probability q, so expected C = qN) and amplification by sampling applies: PoissonSampled(q, Gaussian(z)).
+    With ``sample_rate=None`` ("no amplification") the round is accounted as a plain Gaussian(z) release,
+    which is what must be used whenever the sampling is not provably Poisson from a known population (for
+    example availability-driven selection, or Flower's default uniform sampling without a logged population).
+    """
+    _check_noise(noise_multiplier)
+    _check_rate(sample_rate, allow_none=True)
+    gaussian = dp_event.GaussianDpEvent(float(noise_multiplier))
+    if sample_rate is None:
+        return gaussian
+    return dp_event.PoissonSampledDpEvent(float(sample_rate), gaussian)
+
+
+class GaussianComponent(NamedTuple):
+    """One (sub-sampled) Gaussian mechanism repeated `count` times; `sample_rate` None means no sampling."""
+
+    noise_multiplier: float
+    sample_rate: float | None
+    count: int
+
+
+def gaussian_components(event: dp_event.DpEvent) -> list[GaussianComponent]:
+    """Flatten an event built from Gaussian, PoissonSampled(Gaussian), SelfComposed, Composed and NoOp events.
+
+    This is the shape every fedrec ledger has; reports, the Opacus bridge and the verifier read mechanism
+    parameters through it rather than by poking at event attributes. Anything else raises
+    `UnsupportedMechanism` naming the sub-event.
+    """
+    out: list[GaussianComponent] = []
+
+    def walk(ev: dp_event.DpEvent, count: int) -> None:
+        if isinstance(ev, dp_event.NoOpDpEvent):
+            return
+        if isinstance(ev, dp_event.SelfComposedDpEvent):
+            walk(ev.event, count * ev.count)
+        elif isinstance(ev, dp_event.ComposedDpEvent):
+            for sub in ev.events:
+                walk(sub, count)
+        elif isinstance(ev, dp_event.GaussianDpEvent):
+            out.append(GaussianComponent(ev.noise_multiplier, None, count))
+        elif isinstance(ev, dp_event.PoissonSampledDpEvent) and isinstance(ev.event, dp_event.GaussianDpEvent):
+            out.append(GaussianComponent(ev.event.noise_multiplier, ev.sampling_probability, count))
+        else:
+            raise UnsupportedMechanism(
+                f"expected a Gaussian, PoissonSampled(Gaussian), SelfComposed, Composed or NoOp event, "
+                f"found {ev!r}"
+            )
+
+    walk(event, 1)
+    return out
+
+
+def compress_events(events: Iterable[dp_event.DpEvent]) -> list[dp_event.DpEvent]:
+    """The same privacy loss as composing `events` in order, as few SelfComposed events as possible.
+
+    Composition is commutative for every accountant (RDP adds, PLD convolves), so identical base mechanisms are
+    grouped and counted: 500 rounds of PoissonSampled(q, Gaussian(z)) become one SelfComposed(..., 500). That is
+    exact, and it turns PLD's 500 convolutions into one fast self-composition (seconds instead of minutes).
+    Groups keep first-seen order so the output is deterministic. NoOp events are dropped.
+    """
+    groups: list[list[Any]] = []  # [base event, count]
+
+    def add(ev: dp_event.DpEvent, count: int) -> None:
+        while isinstance(ev, dp_event.SelfComposedDpEvent):
+            count *= ev.count
+            ev = ev.event
+        if isinstance(ev, dp_event.NoOpDpEvent) or count == 0:
+            return
+        if isinstance(ev, dp_event.ComposedDpEvent):
+            for sub in ev.events:
+                add(sub, count)
+            return
+        for group in groups:
+            if group[0] == ev:
+                group[1] += count
+                return
+        groups.append([ev, count])
+
+    for event in events:
+        add(event, 1)
+    return [base if count == 1 else dp_event.SelfComposedDpEvent(base, count) for base, count in groups]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Event JSON codec
+
+
+def event_to_json(event: dp_event.DpEvent) -> dict[str, Any]:
+    """Encode a DpEvent (via `to_named_tuple`) as the versioned JSON form described in the module docstring."""
+    if not isinstance(event, dp_event.DpEvent):
+        raise LedgerError(f"expected a dp_accounting DpEvent, found {type(event).__name__}: {event!r}")
+    try:
+        named = event.to_named_tuple()
+    except ValueError as e:
+        raise UnsupportedMechanism(f"{type(event).__name__} cannot be serialised: {e}") from None
+    return _named_to_json(named)
+
+
+def _named_to_json(named: Any) -> dict[str, Any]:
+    if named.module_name != dp_event.__name__:
+        raise UnsupportedMechanism(
+            f"only events of {dp_event.__name__} can be written to a ledger, found "
+            f"{named.module_name}.{named.class_name}"
+        )
+    out: dict[str, Any] = {_EVENT_KEY: named.class_name}
+    for name in named._fields:
+        if name not in ("module_name", "class_name"):
+            out[name] = _value_to_json(getattr(named, name), f"{named.class_name}.{name}")
+    return out
+
+
+def _value_to_json(value: Any, where: str) -> Any:
+    if isinstance(value, dp_event.DpEventNamedTuple):
+        return _named_to_json(value)
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        v = float(value)
+        if math.isfinite(v):
+            return v
+        return {_FLOAT_KEY: "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")}
+    if isinstance(value, Sequence):
+        return [_value_to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise LedgerError(f"{where}: cannot serialise a value of type {type(value).__name__}: {value!r}")
+
+
+def _event_classes() -> dict[str, type[dp_event.DpEvent]]:
+    """The allow-list: every concrete DpEvent class defined in `dp_accounting.dp_event`, by name."""
+    out = {}
+    for name in dir(dp_event):
+        cls = getattr(dp_event, name)
+        if (isinstance(cls, type) and issubclass(cls, dp_event.DpEvent) and cls is not dp_event.DpEvent
+                and cls.__module__ == dp_event.__name__):
+            out[name] = cls
+    return out
+
+
+_EVENT_CLASSES = _event_classes()
+
+
+def event_from_json(obj: Any, *, where: str = "event") -> dp_event.DpEvent:
+    """Decode the JSON form back into the DpEvent; errors name the path of the offending member."""
+    if not isinstance(obj, Mapping) or _EVENT_KEY not in obj:
+        raise LedgerError(f"{where}: expected an object with a {_EVENT_KEY!r} member, found {obj!r}")
+    name = obj[_EVENT_KEY]
+    cls = _EVENT_CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise LedgerError(f"{where}.{_EVENT_KEY}: expected one of {sorted(_EVENT_CLASSES)}, found {name!r}")
+    fields = {f.name for f in attr.fields(cls)}
+    unknown = sorted(set(obj) - fields - {_EVENT_KEY})
+    if unknown:
+        raise LedgerError(f"{where}: {name} has no field(s) {unknown}; expected only {sorted(fields)}")
+    values = {k: _value_from_json(v, f"{where}.{k}") for k, v in obj.items() if k != _EVENT_KEY}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise LedgerError(f"{where}: cannot build {name} from {dict(values)!r}: {e}") from None
+
+
+def _value_from_json(value: Any, where: str) -> Any:
+    if isinstance(value, Mapping):
+        if _EVENT_KEY in value:
+            return event_from_json(value, where=where)
+        if set(value) == {_FLOAT_KEY} and value[_FLOAT_KEY] in _NON_FINITE:
+            return _NON_FINITE[value[_FLOAT_KEY]]
+        raise LedgerError(f"{where}: expected a number, string, array or event, found {dict(value)!r}")
+    if isinstance(value, list):
+        return [_value_from_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def canonical_event(event: dp_event.DpEvent) -> dp_event.DpEvent:
+    """`event` as it reads back from JSON (tuples become lists, numpy scalars Python numbers)."""
+    return event_from_json(event_to_json(event))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ledger
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True, eq=True)
+class LedgerEntry:
+    """One release: the `round` it happened in, its `kind`, the DpEvent that accounts for it, and metadata.
+
+    `metadata` is for people and for the verifier's consistency checks (for example ``steps``, ``sample_rate``,
+    ``clients_aggregated``); accountants never read it, only the event.
+    """
+
+    round: int
+    kind: str
+    event: dp_event.DpEvent
+    metadata: Mapping[str, Any] = attr.Factory(dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"round": self.round, "kind": self.kind, "event": event_to_json(self.event),
+                "metadata": dict(self.metadata)}
+
+    @classmethod
+    def from_json(cls, obj: Any, *, where: str = "entry") -> LedgerEntry:
+        if not isinstance(obj, Mapping):
+            raise LedgerError(f"{where}: expected an object, found {obj!r}")
+        missing = [k for k in ("round", "kind", "event") if k not in obj]
+        if missing:
+            raise LedgerError(f"{where}: missing field(s) {missing}")
+        unknown = sorted(set(obj) - {"round", "kind", "event", "metadata"})
+        if unknown:
+            raise LedgerError(f"{where}: unknown field(s) {unknown}")
+        rnd, kind, metadata = obj["round"], obj["kind"], obj.get("metadata", {})
+        if not isinstance(rnd, int) or isinstance(rnd, bool) or rnd < 0:
+            raise LedgerError(f"{where}.round: expected an integer >= 0, found {rnd!r}")
+        if kind not in KIND_OF_GUARANTEE.values():
+            raise LedgerError(f"{where}.kind: expected one of {sorted(KIND_OF_GUARANTEE.values())}, found {kind!r}")
+        if not isinstance(metadata, Mapping):
+            raise LedgerError(f"{where}.metadata: expected an object, found {metadata!r}")
+        return cls(rnd, kind, event_from_json(obj["event"], where=f"{where}.event"), dict(metadata))
+
+
+class PrivacyLedger:
+    """The ordered releases of one guarantee (user-level for a run, record-level for a device).
+
+    Append with `record_user_level_release` / `record_local_dpsgd` (or `append` for any other event), persist
+    with `save` after every append, and resume with `load_or_create`. Rounds never go back: an entry for a round
+    earlier than the last one is refused, which catches resuming from a stale ledger.
+    """
+
+    def __init__(self, *, guarantee: str, adjacency: str = "add_or_remove_one", subject: str = "",
+                 entries: Iterable[LedgerEntry] = ()) -> None:
+        if guarantee not in GUARANTEES:
+            raise LedgerError(f"ledger guarantee: expected one of {list(GUARANTEES)}, found {guarantee!r}")
+        if adjacency not in ADJACENCY:
+            raise LedgerError(f"ledger adjacency: expected one of {sorted(ADJACENCY)}, found {adjacency!r}")
+        if not isinstance(subject, str):
+            raise LedgerError(f"ledger subject: expected a string, found {subject!r}")
+        self._guarantee = guarantee
+        self._adjacency = adjacency
+        self._subject = subject
+        self._entries: list[LedgerEntry] = []
+        for i, entry in enumerate(entries):
+            self._add(entry, where=f"entries[{i}]")
+
+    # -- reading
+
+    @property
+    def guarantee(self) -> str:
+        return self._guarantee
+
+    @property
+    def adjacency(self) -> str:
+        return self._adjacency
+
+    @property
+    def neighboring_relation(self) -> dp_accounting.NeighboringRelation:
+        return ADJACENCY[self._adjacency]
+
+    @property
+    def subject(self) -> str:
+        """Whose ledger this is (a run id or a device id), so a ledger can't silently be resumed for another."""
+        return self._subject
+
+    @property
+    def kind(self) -> str:
+        """The kind every entry has: "user-level release" or "local DP-SGD"."""
+        return KIND_OF_GUARANTEE[self._guarantee]
+
+    @property
+    def entries(self) -> tuple[LedgerEntry, ...]:
+        return tuple(self._entries)
+
+    def events(self) -> list[dp_event.DpEvent]:
+        """The DpEvents in release order: what an accountant composes."""
+        return [e.event for e in self._entries]
+
+    def events_through_round(self, last_round: int) -> list[dp_event.DpEvent]:
+        """The events released in rounds <= `last_round` (epsilon as it stood after that round)."""
+        return [e.event for e in self._entries if e.round <= last_round]
+
+    def rounds(self) -> list[int]:
+        """The distinct rounds with at least one entry, ascending."""
+        return sorted({e.round for e in self._entries})
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[LedgerEntry]:
+        return iter(tuple(self._entries))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PrivacyLedger):
+            return NotImplemented
+        return self.to_json() == other.to_json()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (f"PrivacyLedger(guarantee={self._guarantee!r}, adjacency={self._adjacency!r}, "
+                f"subject={self._subject!r}, entries={len(self._entries)})")
+
+    # -- appending
+
+    def append(self, *, round: int, event: dp_event.DpEvent,
+               metadata: Mapping[str, Any] | None = None) -> LedgerEntry:
+        """Append one release of this ledger's kind. The event is canonicalised so it equals its read-back."""
+        entry = LedgerEntry(round, self.kind, canonical_event(event), dict(metadata or {}))
+        self._add(entry, where=f"entries[{len(self._entries)}]")
+        return entry
+
+    def record_local_dpsgd(self, *, round: int, noise_multiplier: float, sample_rate: float,
+                           steps: int, **metadata: Any) -> LedgerEntry:
+        """Record the DP-SGD steps one device ran in one round (record-level ledgers).
+
+        Pass *every* optimizer step of the round, including steps on empty Poisson batches; extra keyword
+        arguments (``max_grad_norm``, ``expected_batch_size``, ``num_records``, ...) go into the metadata.
+        """
+        self._require(RECORD_LEVEL, "record_local_dpsgd")
+        event = dpsgd_event(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
+        meta = {"noise_multiplier": float(noise_multiplier), "sample_rate": float(sample_rate), "steps": int(steps),
+                **metadata}
+        return self.append(round=round, event=event, metadata=meta)
+
+    def record_user_level_release(self, *, round: int, noise_multiplier: float,
+                                  sample_rate: float | None, **metadata: Any) -> LedgerEntry:
+        """Record one released noisy aggregate (user-level ledgers); `sample_rate=None` means no amplification.
+
+        Extra keyword arguments (``clip_norm``, ``clients_sampled``, ``clients_aggregated``, ...) go into the
+        metadata.
+        """
+        self._require(USER_LEVEL, "record_user_level_release")
+        event = dpfedavg_event(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+        meta = {"noise_multiplier": float(noise_multiplier),
+                "sample_rate": None if sample_rate is None else float(sample_rate), **metadata}
+        return self.append(round=round, event=event, metadata=meta)
+
+    def _require(self, guarantee: str, method: str) -> None:
+        if self._guarantee != guarantee:
+            raise LedgerError(f"{method}: records {KIND_OF_GUARANTEE[guarantee]!r} entries, which belong in a "
+                              f"{guarantee} ledger; this one is {self._guarantee} (it holds {self.kind!r} entries)")
+
+    def _add(self, entry: LedgerEntry, *, where: str) -> None:
+        if not isinstance(entry, LedgerEntry):
+            raise LedgerError(f"{where}: expected a LedgerEntry, found {type(entry).__name__}")
+        if not isinstance(entry.round, int) or isinstance(entry.round, bool) or entry.round < 0:
+            raise LedgerError(f"{where}.round: expected an integer >= 0, found {entry.round!r}")
+        if entry.kind != self.kind:
+            raise LedgerError(f"{where}.kind: a {self._guarantee} ledger holds only {self.kind!r} entries, "
+                              f"found {entry.kind!r}")
+        if self._entries and entry.round < self._entries[-1].round:
+            raise LedgerError(f"{where}.round: rounds never go back; the last entry is round "
+                              f"{self._entries[-1].round}, found {entry.round}")
+        try:
+            json.dumps(dict(entry.metadata), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise LedgerError(f"{where}.metadata: must be JSON with finite numbers: {e}") from None
+        self._entries.append(entry)
+
+    # -- JSON and files
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": LEDGER_FORMAT, "version": LEDGER_VERSION, "event_codec": EVENT_CODEC_VERSION,
+                "guarantee": self._guarantee, "adjacency": self._adjacency, "subject": self._subject,
+                "entries": [e.to_json() for e in self._entries]}
+
+    @classmethod
+    def from_json(cls, obj: Any, *, where: str = "ledger") -> PrivacyLedger:
+        if not isinstance(obj, Mapping):
+            raise LedgerError(f"{where}: expected an object, found {type(obj).__name__}")
+        if obj.get("format") != LEDGER_FORMAT:
+            raise LedgerError(f"{where}.format: expected {LEDGER_FORMAT!r}, found {obj.get('format')!r}")
+        for key, newest in (("version", LEDGER_VERSION), ("event_codec", EVENT_CODEC_VERSION)):
+            v = obj.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= newest:
+                raise LedgerError(f"{where}.{key}: this fedrec reads versions 1..{newest}, found {v!r}")
+        entries = obj.get("entries")
+        if not isinstance(entries, list):
+            raise LedgerError(f"{where}.entries: expected an array, found {entries!r}")
+        parsed = [LedgerEntry.from_json(e, where=f"{where}.entries[{i}]") for i, e in enumerate(entries)]
+        try:
+            return cls(guarantee=obj.get("guarantee"), adjacency=obj.get("adjacency", "add_or_remove_one"),
+                       subject=obj.get("subject", ""), entries=parsed)
+        except LedgerError as e:
+            raise LedgerError(f"{where}: {e}") from None
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+    @classmethod
+    def loads(cls, text: str, *, where: str = "ledger") -> PrivacyLedger:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LedgerError(f"{where}: not valid JSON: {e}") from None
+        return cls.from_json(obj, where=where)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the ledger crash-safely (temp file, fsync, atomic replace). Call it after every append."""
+        return atomic_write_bytes(path, self.dumps().encode("utf-8"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
+        return cls.loads(Path(path).read_text(encoding="utf-8"), where=str(path))
+
+    @classmethod
+    def load_or_create(cls, path: str | os.PathLike[str], *, guarantee: str, adjacency: str = "add_or_remove_one",
+                       subject: str = "") -> PrivacyLedger:
+        """Resume the ledger at `path`, or start an empty one; a resumed ledger must be for the same thing.
+
+        Resuming someone else's ledger (another device, another guarantee) would silently mix histories, so a
+        mismatch is an error, not a fresh start.
+        """
+        if not Path(path).exists():
+            return cls(guarantee=guarantee, adjacency=adjacency, subject=subject)
+        ledger = cls.load(path)
+        for name, want, found in (("guarantee", guarantee, ledger.guarantee), ("adjacency", adjacency,
+                                  ledger.adjacency), ("subject", subject, ledger.subject)):
+            if want != found:
+                raise LedgerError(f"{path}: resuming a ledger with {name} {found!r}, expected {want!r}")
+        return ledger
+
+
+def _check_noise(noise_multiplier: float) -> None:
+    if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, numbers.Real) \
+            or not math.isfinite(noise_multiplier) or noise_multiplier < 0:
+        raise LedgerError(f"noise_multiplier: expected a finite number >= 0, found {noise_multiplier!r}")
+
+
+def _check_rate(sample_rate: float | None, *, allow_none: bool) -> None:
+    if sample_rate is None and allow_none:
+        return
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or not 0 < sample_rate <= 1:
+        raise LedgerError(f"sample_rate: expected a number in (0, 1], found {sample_rate!r}")
+
+
+def _check_count(count: int, name: str) -> None:
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1:
+        raise LedgerError(f"{name}: expected an integer >= 1, found {count!r}")
