@@ -1,6 +1,8 @@
 """The Flower ClientApp: one listener's device. Wiring only; the work is in `fedrec.shared`.
 
-train:    load the global adapter, train on this user's own history, reply with the adapter *delta*.
+train:    load the global adapter, train on this user's own history, reply with the adapter *delta*. With
+          record-dp, train with DP-SGD, charge the device's record-level ledger (kept in `context.state`), and
+          decline the round (no arrays, `declined` = 1) if it would exceed the device's budget.
 evaluate: rank the whole catalog for this user's held-out item, reply with metric sums (no history, no scores).
 """
 
@@ -10,20 +12,28 @@ import resource
 import time
 
 import numpy as np
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
+from fedrec.shared.dp_fedavg import clip_state
+from fedrec.shared.dp_sgd import new_record_ledger, record_epsilon, train_local_private
 from fedrec.shared.federation_data import Federation, load_federation
 from fedrec.shared.metrics import RankingMetrics
 from fedrec.shared.model import trainable_state
+from fedrec.shared.privacy import PrivacyBudgetExceeded, PrivacyLedger
 from fedrec.shared.training import build_model, prepare_for_scoring, score_users, set_global_state, train_local
 from fedrec.shared.wire import State, metrics_to_record, record_to_state, state_to_record, subtract
 
 app = ClientApp()
 
 _ROUND_KEYS = ("server-round", "seed")
+
+# context.state["privacy"]["record-ledger"]: the device's record-level ledger (JSON). It must outlive every round
+# of the run, or the device's epsilon would silently restart from 0.
+PRIVACY_STATE = "privacy"
+RECORD_LEDGER_KEY = "record-ledger"
 
 
 def _setup(msg: Message, context: Context) -> tuple[RunConfig, Federation, UserSplit, State, int, int]:
@@ -39,6 +49,27 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+def device_subject(context: Context) -> str:
+    """Whose ledger it is: a stored ledger for another subject is an error, never silently reused."""
+    return f"partition-{int(context.node_config['partition-id'])}"
+
+
+def load_record_ledger(context: Context, *, subject: str) -> PrivacyLedger:
+    """The device's record-level ledger from `context.state`, or an empty one on its first round."""
+    if PRIVACY_STATE not in context.state:
+        return new_record_ledger(subject=subject)
+    text = str(context.state[PRIVACY_STATE][RECORD_LEDGER_KEY])
+    ledger = PrivacyLedger.loads(text, where=f"context.state[{PRIVACY_STATE!r}][{RECORD_LEDGER_KEY!r}]")
+    if ledger.guarantee != "record-level" or ledger.subject != subject:
+        raise ValueError(f"context.state holds a {ledger.guarantee} ledger of {ledger.subject!r}, expected the "
+                         f"record-level ledger of {subject!r}")
+    return ledger
+
+
+def save_record_ledger(context: Context, ledger: PrivacyLedger) -> None:
+    context.state[PRIVACY_STATE] = ConfigRecord({RECORD_LEDGER_KEY: ledger.dumps()})
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg, fed, split, global_state, server_round, seed = _setup(msg, context)
@@ -46,9 +77,28 @@ def train(msg: Message, context: Context) -> Message:
     set_global_state(model, global_state)
     partition = int(context.node_config["partition-id"])
     local_seed = int(np.random.SeedSequence([seed, server_round, partition]).generate_state(1)[0])
-    stats = train_local(model, split, fed.catalog, cfg, seed=local_seed)
+    extra: dict[str, float] = {}
+    if cfg.record_dp:
+        ledger = load_record_ledger(context, subject=device_subject(context))
+        try:
+            stats = train_local_private(model, split, fed.catalog, cfg, seed=local_seed, ledger=ledger,
+                                        server_round=server_round)
+        except PrivacyBudgetExceeded:
+            # Declined, not failed: no arrays, and the ledger is not charged (nothing was trained or released).
+            # record-epsilon travels unprotected (a plain metric, no DP, no masking), like every metric: it is
+            # the device's cumulative epsilon so far, a function of the settings, its rounds and its number of
+            # examples n (which num-examples reveals anyway).
+            declined = MetricRecord({"declined": 1, "record-epsilon": record_epsilon(ledger, cfg)})
+            return Message(RecordDict({"metrics": declined}), reply_to=msg)
+        save_record_ledger(context, ledger)
+        extra["record-epsilon"] = stats.epsilon  # unprotected metric, as above
+    else:
+        stats = train_local(model, split, fed.catalog, cfg, seed=local_seed)
     local = {k: v.numpy() for k, v in trainable_state(model).items()}
     delta = subtract(local, global_state)
+    if cfg.user_dp:
+        # DP-FedAvg: bound this user's whole contribution before it leaves the device (the server adds the noise).
+        delta, _ = clip_state(delta, clip_norm=cfg.user_clip_norm)
     metrics = MetricRecord({
         "num-examples": stats.examples,
         "train-loss": stats.loss,
@@ -56,6 +106,7 @@ def train(msg: Message, context: Context) -> Message:
         "steps": stats.steps,
         "grad-tokens": stats.tokens,
         "peak-rss-mb": _peak_rss_mb(),
+        **extra,
     })
     return Message(RecordDict({"arrays": state_to_record(delta), "metrics": metrics}), reply_to=msg)
 

@@ -23,7 +23,10 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedrec.server.aggregate import apply_update, weighted_mean
+from fedrec.server.central_dp import UserLevelDP
+from fedrec.server.privacy_report import write_run_report
 from fedrec.shared.config import RunConfig
+from fedrec.shared.dp_fedavg import clip_state
 from fedrec.shared.federation_data import load_federation
 from fedrec.shared.metrics import RankingMetrics
 from fedrec.shared.model import trainable_state
@@ -89,20 +92,42 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
                    "adapter_params": int(sum(v.size for v in global_state.values())), "adapter_bytes": down})
     rounds: list[dict[str, Any]] = []
     client_rows: list[dict[str, Any]] = []
+    record_eps: dict[int, float] = {}  # node -> latest record-level epsilon the device reported
+    dp = UserLevelDP(cfg, len(nodes)) if cfg.user_dp else None
     succeeded = 0
     for server_round in range(1, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
+        if dp is not None and dp.would_exceed_budget():
+            log.warning("round %d: stopping, the next release would exceed user-epsilon-max %.3g",
+                        server_round, cfg.user_epsilon_max)
+            rounds.append({"round": server_round, "status": "stopped: user-level budget"})
+            write_rows(run, "rounds", rounds)
+            emit("round", {**rounds[-1], "sampled": 0, "updates": 0, "train_loss": float("nan"), "wall_seconds": 0.0})
+            break
         rng = np.random.default_rng([cfg.seed, 0, server_round])  # per-round stream: resumable, order-free
-        sampled = _sample(nodes, cfg.clients_sampled(len(nodes)), rng)
+        if dp is not None:
+            sampled = dp.sample(nodes)
+        elif cfg.client_sampling == "poisson":
+            q = cfg.clients_sampled(len(nodes)) / len(nodes)
+            sampled = [n for n, keep in zip(nodes, rng.random(len(nodes)) < q, strict=True) if keep]
+        else:
+            sampled = _sample(nodes, cfg.clients_sampled(len(nodes)), rng)
         replies = list(grid.send_and_receive(_messages(grid, sampled, MessageType.TRAIN, global_state, cfg,
-                                                       server_round)))
-        deltas, weights, losses, tokens, rss, failures = [], [], [], 0, [], []
+                                                       server_round))) if sampled else []
+        deltas, weights, losses, tokens, rss, failures, declined = [], [], [], 0, [], [], 0
         for reply in replies:
             node = reply.metadata.src_node_id
             row = {"round": server_round, "node": node, "phase": "train", "bytes_down": down}
             if reply.has_error():
                 failures.append(reply.error.reason)
                 client_rows.append({**row, "bytes_up": 0, "status": f"error: {reply.error.reason[:200]}"})
+                continue
+            m = reply.content.get("metrics") or {}
+            if "record-epsilon" in m:
+                record_eps[node] = float(m["record-epsilon"])
+            if int(m.get("declined", 0)) == 1:  # the device's record-level budget is spent: a dropout
+                declined += 1
+                client_rows.append({**row, "bytes_up": 0, "status": "declined: device privacy budget"})
                 continue
             try:
                 delta = record_to_state(reply.content["arrays"])
@@ -111,7 +136,8 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
                 failures.append(f"node {node}: bad reply: {e}")
                 client_rows.append({**row, "bytes_up": 0, "status": f"rejected: {e}"})
                 continue
-            m = reply.content["metrics"]
+            if dp is not None:  # clients clip; the server enforces the bound it accounts for
+                delta, _ = clip_state(delta, clip_norm=cfg.user_clip_norm)
             deltas.append(delta)
             weights.append(1.0 if cfg.aggregation_weights == "equal" else float(m["num-examples"]))
             losses.append(float(m["train-loss"]))
@@ -122,17 +148,28 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
         failures += [f"node {n}: no reply" for n in set(sampled) - {r.metadata.src_node_id for r in replies}]
         for f in failures:
             log.warning("round %d: %s", server_round, f)
-        if deltas and sum(weights) > 0:
+        released = False
+        if dp is not None:
+            # Under DP every round releases a noisy aggregate, even with no survivor (noise only): the
+            # accountant counts every round, so skipping one would gain nothing and the output would be missing.
+            noisy = dp.release(deltas, global_state, sampled=len(sampled), server_round=server_round)
+            global_state = apply_update(global_state, noisy, cfg.server_learning_rate)
+            dp.ledger.save(run / "ledger-user.json")
+            released = True
+        elif deltas and sum(weights) > 0:
             global_state = apply_update(global_state, weighted_mean(deltas, weights), cfg.server_learning_rate)
+            released = True
+        if released:
             succeeded += 1
             write_adapter(run, global_state, server_round)
         train_s = time.perf_counter() - t0
         row: dict[str, Any] = {
             "round": server_round,
-            "status": "ok" if deltas else "failed",
+            "status": "ok" if deltas else ("noise only" if released else "failed"),
             "sampled": len(sampled),
             "updates": len(deltas),
             "failed": len(failures),
+            "declined": declined,
             "train_seconds": round(train_s, 3),
             "client_updates_per_s": round(len(deltas) / train_s, 4) if train_s > 0 else 0.0,
             "bytes_down_per_client": down,
@@ -149,6 +186,9 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
         write_rows(run, "rounds", rounds)
         write_rows(run, "clients", client_rows)
         emit("round", row)
+    if cfg.user_dp or cfg.record_dp:
+        write_run_report(run, cfg, dp, rounds_run=len([r for r in rounds if "updates" in r and "sampled" in r]),
+                         record_epsilons=list(record_eps.values()))
     if succeeded == 0:
         raise AllRoundsFailed(f"all {cfg.num_server_rounds} rounds failed; see {run / 'clients.csv'}")
     emit("done", {"run_dir": str(run), "rounds": rounds})

@@ -61,6 +61,24 @@ class RunConfig:
     examples_per_user: int = field(
         default=16, metadata={"help": "fixed number of disjoint record buckets per user; one example per bucket"}
     )
+    # record-level DP (on-device Opacus DP-SGD): the unit is one example, i.e. one record bucket (shared.dp_sgd)
+    record_dp: bool = field(default=False, metadata={"help": "on-device DP-SGD (record-level DP) on/off"})
+    record_noise_multiplier: float = field(
+        default=1.0, metadata={"help": "z: per-step noise std is z * C on the sum of clipped per-example gradients"}
+    )
+    record_max_grad_norm: float = field(default=1.0, metadata={"help": "C: per-example gradient L2 clip norm"})
+    record_expected_batch: int = field(
+        default=4, metadata={"help": "expected Poisson batch; sample rate q = min(1, this / examples)"}
+    )
+    record_delta: float = field(
+        default=1e-5, metadata={"help": "record-level delta; must be < 1 / examples-per-user"}
+    )
+    record_epsilon_max: float = field(
+        default=0.0, metadata={"help": "a device declines a round that would exceed this (0 = no budget)"}
+    )
+    record_accountant: str = field(
+        default="prv", metadata={"help": "Opacus accountant of the device's epsilon and budget: 'prv' or 'rdp'"}
+    )
     # federation
     num_server_rounds: int = field(default=20, metadata={"help": "number of federated rounds"})
     clients_per_round: int = field(default=10, metadata={"help": "clients sampled per round"})
@@ -72,6 +90,18 @@ class RunConfig:
     aggregation_weights: str = field(default="equal", metadata={"help": "'equal' or 'examples'"})
     server_learning_rate: float = field(default=1.0, metadata={"help": "global += lr * mean(delta)"})
     seed: int = field(default=0, metadata={"help": "seed of client sampling and local training"})
+    # user-level DP (DP-FedAvg): clip each client's whole delta to S, noise z*S on the sum
+    user_dp: bool = field(default=False, metadata={"help": "user-level DP-FedAvg on/off"})
+    user_noise_multiplier: float = field(default=1.0, metadata={"help": "z: noise std on the sum is z * S"})
+    user_clip_norm: float = field(default=1.0, metadata={"help": "S: L2 bound on each client's whole adapter delta"})
+    client_sampling: str = field(
+        default="fixed", metadata={"help": "'poisson' (rate C/N, amplification claimed) or 'fixed' (no amplification)"}
+    )
+    user_delta: float = field(default=0.0, metadata={"help": "user-level delta (0 = 1/N^1.1)"})
+    user_epsilon_max: float = field(default=0.0, metadata={"help": "stop before a round would exceed this (0 = none)"})
+    server_key: str = field(
+        default="", metadata={"help": "Ed25519 key that signs run reports (default: <run-dir>/server-ed25519.pem)"}
+    )
     # output
     run_dir: str = field(default="runs", metadata={"help": "parent folder of run directories"})
     run_name: str = field(default="", metadata={"help": "run directory name (default: timestamp)"})
@@ -87,6 +117,11 @@ class RunConfig:
         check(self.prompt_tags >= 0, "prompt_tags", "must be >= 0")
         check(self.max_users >= 0, "max_users", "must be >= 0")
         check(self.min_interactions >= 3, "min_interactions", "must be >= 3 (test + validation + train)")
+        check(self.client_sampling in ("poisson", "fixed"), "client_sampling", "must be 'poisson' or 'fixed'")
+        check(self.user_noise_multiplier > 0, "user_noise_multiplier", "must be > 0")
+        check(self.user_clip_norm > 0, "user_clip_norm", "must be > 0")
+        check(0.0 <= self.user_delta < 1.0, "user_delta", "must be in [0, 1)")
+        check(self.user_epsilon_max >= 0, "user_epsilon_max", "must be >= 0")
         check(0.0 <= self.fraction_train <= 1.0, "fraction_train", "must be in [0, 1]")
         check(0.0 < self.fraction_evaluate <= 1.0, "fraction_evaluate", "must be in (0, 1]")
         check(self.temperature > 0, "temperature", "must be > 0")
@@ -97,6 +132,19 @@ class RunConfig:
         check(self.negatives >= 1, "negatives", "must be >= 1")
         check(self.history_order in ("weight", "recent"), "history_order", "must be 'weight' or 'recent'")
         check(self.aggregation_weights in ("equal", "examples"), "aggregation_weights", "must be 'equal' or 'examples'")
+        # record-level DP: z = 0 would be non-private (and Opacus' accountants refuse it)
+        check(self.record_noise_multiplier > 0, "record_noise_multiplier", "must be > 0")
+        check(self.record_max_grad_norm > 0, "record_max_grad_norm", "must be > 0")
+        check(self.record_expected_batch >= 1, "record_expected_batch", "must be >= 1")
+        check(0.0 < self.record_delta < 1.0, "record_delta", "must be in (0, 1)")
+        check(self.record_epsilon_max >= 0, "record_epsilon_max", "must be >= 0 (0 = no budget)")
+        check(self.record_accountant in ("prv", "rdp"), "record_accountant", "must be 'prv' or 'rdp'")
+        if self.record_dp:
+            # A device has at most examples-per-user examples, so this keeps delta < 1/n on every device.
+            check(self.record_delta < 1.0 / self.examples_per_user, "record_delta",
+                  f"must be < 1 / examples-per-user = {1.0 / self.examples_per_user:g} with record-dp")
+            # Only the frozen catalog tower's per-example path (and its empty-batch step) is verified under DP-SGD.
+            check(self.item_tower == "frozen", "item_tower", "must be 'frozen' with record-dp")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> RunConfig:

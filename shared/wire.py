@@ -8,7 +8,10 @@ Server -> client (message type "train" or "evaluate"):
     "config": ConfigRecord  RunConfig.to_flwr() plus "server-round" and "seed"
 Client -> server, train reply:
     "arrays": ArrayRecord   the adapter *delta* (local minus global), float32, same keys as sent
-    "metrics": MetricRecord num-examples, train-loss, train-seconds, steps, grad-tokens, peak-rss-mb
+    "metrics": MetricRecord num-examples, train-loss, train-seconds, steps, grad-tokens, peak-rss-mb, and with
+                            record-level DP record-epsilon (the device's cumulative epsilon so far)
+Client -> server, train reply of a device whose record-level budget is spent (a dropout, not a failure):
+    "metrics": MetricRecord declined = 1, record-epsilon; no "arrays"
 Client -> server, evaluate reply:
     "metrics": MetricRecord RankingMetrics.to_dict() sums (see fedrec.shared.metrics), eval-seconds
 

@@ -65,7 +65,11 @@ RECORD_LEVEL_FAILED_ROUNDS_POLICY = (
 )
 USER_UNIT = "one user, i.e. the whole listening history held on one device (all of its records)"
 USER_BOUND = "at most one update per round, its whole adapter delta clipped to L2 norm S"
-RECORD_UNIT = "one training record (one example built from the user's listening history) on this device"
+RECORD_UNIT = (
+    "one training example on this device: a bucket of the user's listening records (each record is in exactly "
+    "one example); changing one listening record replaces one example, so for a single record the guarantee "
+    "holds at (2 epsilon, (1 + e^epsilon) delta) by group privacy of two examples"
+)
 RECORD_BOUND = "at most one per-example gradient per step, clipped to L2 norm C"
 CURVE_ACCOUNTANT = "rdp"
 
