@@ -129,6 +129,11 @@ def _print_summary(run: Path, seconds: float, example: Path) -> None:
         f"adapter         {run / 'adapter.safetensors'}",
         f"try             fedrec recommend --run {run} --history {example}",
     ]
+    if (run / "privacy-report.json").is_file():
+        lines.append(f"privacy report  {run / 'privacy-report.html'} (verify: fedrec audit verify "
+                     f"{run / 'privacy-report.json'} --public-key {run / 'server-ed25519.pub'})")
+    else:
+        lines.append("privacy         none claimed (no DP options were on)")
     text = "\n".join(lines)
     (run / "summary.txt").write_text(text + "\n")
     console.print(text)
