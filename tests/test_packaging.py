@@ -101,7 +101,9 @@ def test_unpacked_wheel_imports_without_checkout(wheel: Path, tmp_path: Path) ->
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    # Only the unpacked wheel: an inherited PYTHONPATH (Ray adds the checkout to it once a simulation ran in this
+    # process) would make the checkout's bare folders importable.
+    env["PYTHONPATH"] = str(site)
     env["PYTHONNOUSERSITE"] = "1"
     # Execute
     proc = subprocess.run([sys.executable, "-c", PROBE, *BARE], cwd=cwd, env=env, capture_output=True, text=True,
