@@ -428,7 +428,8 @@ def across_devices_statement(block: Mapping[str, Any]) -> str:
     return (f"Record-level, per device: across the {block['devices']} devices that reported, record-level ε at "
             f"δ = {block['delta']:.3g} ranges from {_num(e['min'])} to {_num(e['max'])} (median {_num(e['median'])}, "
             f"90th percentile {_num(e['p90'])}; {block['accountant']} accountant). Each figure protects one "
-            f"training record of one device, not a user's whole history, and is {block['source']}.")
+            f"training example of one device (a bucket of its listening records; a single record is covered at "
+            f"(2ε, (1+e^ε)δ) by group privacy), not a user's whole history, and is {block['source']}.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
