@@ -24,6 +24,7 @@ from importlib import metadata
 from typing import Any, ClassVar
 
 from dp_accounting import dp_event
+from dp_accounting.privacy_accountant import UnsupportedEventError
 
 from fedrec.shared.privacy.errors import UnsupportedMechanism
 from fedrec.shared.privacy.ledger import ADJACENCY, compress_events
@@ -113,3 +114,26 @@ def _check_delta(delta: float) -> None:
     if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not math.isfinite(delta) \
             or not 0 < delta < 1:
         raise ValueError(f"delta: expected a number in (0, 1), found {delta!r}")
+
+
+class DpAccountingAccountant(Accountant):
+    """An accountant backed by one of dp-accounting's `PrivacyAccountant`s; subclasses only say how to make it."""
+
+    def _new(self) -> Any:
+        raise NotImplementedError
+
+    def _unsupported_reason(self, event: dp_event.DpEvent) -> str | None:
+        acc = self._new()
+        if acc.supports(event):
+            return None
+        try:
+            acc.compose(event)
+        except UnsupportedEventError as e:
+            return str(e)
+        return f"not supported by dp_accounting's {type(acc).__name__}"
+
+    def _epsilon(self, events: list[dp_event.DpEvent], delta: float) -> float:
+        acc = self._new()
+        for event in events:
+            acc.compose(event)
+        return acc.get_epsilon(delta)

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from dp_accounting import dp_event
 from dp_accounting.pld import pld_privacy_accountant
-from dp_accounting.privacy_accountant import UnsupportedEventError
 
-from fedrec.shared.privacy.accountants.base import Accountant
+from fedrec.shared.privacy.accountants.base import DpAccountingAccountant
 from fedrec.shared.privacy.ledger import ADJACENCY
 
 DEFAULT_VALUE_DISCRETIZATION_INTERVAL = 1e-4
 
 
-class PldAccountant(Accountant):
+class PldAccountant(DpAccountingAccountant):
     """PLD with a pessimistic estimate on a grid of `value_discretization_interval` (default 1e-4)."""
 
     name = "pld"
@@ -53,19 +51,3 @@ class PldAccountant(Accountant):
 
     def _new(self) -> pld_privacy_accountant.PLDAccountant:
         return pld_privacy_accountant.PLDAccountant(ADJACENCY[self.adjacency], self._interval)
-
-    def _unsupported_reason(self, event: dp_event.DpEvent) -> str | None:
-        acc = self._new()
-        if acc.supports(event):
-            return None
-        try:
-            acc.compose(event)
-        except UnsupportedEventError as e:
-            return str(e)
-        return "not supported by dp_accounting's PLDAccountant"
-
-    def _epsilon(self, events: list[dp_event.DpEvent], delta: float) -> float:
-        acc = self._new()
-        for event in events:
-            acc.compose(event)
-        return acc.get_epsilon(delta)

@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dp_accounting import dp_event
-from dp_accounting.privacy_accountant import UnsupportedEventError
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from fedrec.shared.privacy.accountants.base import Accountant, _check_delta
+from fedrec.shared.privacy.accountants.base import DpAccountingAccountant, _check_delta
 from fedrec.shared.privacy.ledger import ADJACENCY
 
 DEFAULT_ORDERS: tuple[float, ...] = tuple(
@@ -34,7 +33,7 @@ DEFAULT_ORDERS: tuple[float, ...] = tuple(
 )
 
 
-class RdpAccountant(Accountant):
+class RdpAccountant(DpAccountingAccountant):
     """RDP over `orders` (default `DEFAULT_ORDERS`). Fast, composes incrementally; loose at tiny sampling rates."""
 
     name = "rdp"
@@ -54,22 +53,6 @@ class RdpAccountant(Accountant):
 
     def _new(self) -> rdp_privacy_accountant.RdpAccountant:
         return rdp_privacy_accountant.RdpAccountant(list(self._orders), ADJACENCY[self.adjacency])
-
-    def _unsupported_reason(self, event: dp_event.DpEvent) -> str | None:
-        acc = self._new()
-        if acc.supports(event):
-            return None
-        try:
-            acc.compose(event)
-        except UnsupportedEventError as e:
-            return str(e)
-        return "not supported by dp_accounting's RdpAccountant"
-
-    def _epsilon(self, events: list[dp_event.DpEvent], delta: float) -> float:
-        acc = self._new()
-        for event in events:
-            acc.compose(event)
-        return acc.get_epsilon(delta)
 
     def cumulative_epsilons(self, batches: Sequence[Sequence[dp_event.DpEvent]], *, delta: float) -> list[float]:
         """Incremental: RDP adds up, so one accountant composes batch after batch and is read after each."""
