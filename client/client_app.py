@@ -1,8 +1,10 @@
 """The Flower ClientApp: one listener's device. Wiring only; the work is in `fedrec.shared`.
 
 train:    load the global adapter, train on this user's own history, reply with the adapter *delta*. With
-          record-dp, train with DP-SGD, charge the device's record-level ledger (kept in `context.state`), and
-          decline the round (no arrays, `declined` = 1) if it would exceed the device's budget.
+          record-dp, train with DP-SGD, charge the device's record-level ledger (in its state directory, see
+          `device_state`, and in `context.state`), write its signed report, and decline the round (no arrays,
+          `declined` = 1) if it would exceed the device's budget (the smaller of the run's and the device's own).
+          Under DP only the metrics listed in `privacy_report.SENT_IN_THE_CLEAR` are sent.
 evaluate: rank the whole catalog for this user's held-out item, reply with metric sums (no history, no scores).
 """
 
@@ -15,6 +17,8 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedrec.client.device_state import PROPOSED_STATE_ROOT, DeviceState, resolve_state_dir
+from fedrec.client.privacy_report import write_device_report
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.dp_fedavg import clip_state
@@ -28,7 +32,8 @@ from fedrec.shared.wire import State, metrics_to_record, record_to_state, state_
 
 app = ClientApp()
 
-_ROUND_KEYS = ("server-round", "seed")
+#: node_config key of a device's own record-level budget; the run's `record-epsilon-max` can only lower it.
+NODE_EPSILON_MAX = "record-epsilon-max"
 
 # context.state["privacy"]["record-ledger"]: the device's record-level ledger (JSON). It must outlive every round
 # of the run, or the device's epsilon would silently restart from 0.
@@ -39,6 +44,8 @@ RECORD_LEDGER_KEY = "record-ledger"
 def _setup(msg: Message, context: Context) -> tuple[RunConfig, Federation, UserSplit, State, int, int]:
     config = dict(msg.content["config"])
     server_round, seed = int(config.pop("server-round")), int(config.pop("seed"))
+    context.state["round"] = ConfigRecord({"run-id": str(config.pop("run-id", "")),
+                                           PROPOSED_STATE_ROOT: str(config.pop(PROPOSED_STATE_ROOT, ""))})
     cfg = RunConfig.from_mapping(config, source="server config")
     fed = load_federation(cfg)
     split = fed.split_for(int(context.node_config["partition-id"]), int(context.node_config["num-partitions"]))
@@ -70,6 +77,20 @@ def save_record_ledger(context: Context, ledger: PrivacyLedger) -> None:
     context.state[PRIVACY_STATE] = ConfigRecord({RECORD_LEDGER_KEY: ledger.dumps()})
 
 
+def device_state(context: Context) -> DeviceState | None:
+    """The device's state directory: its own `state-dir` node setting, else the one the server proposed."""
+    proposed = str(context.state["round"][PROPOSED_STATE_ROOT]) if "round" in context.state else ""
+    root = resolve_state_dir(context.node_config, proposed, device=device_subject(context))
+    return None if root is None else DeviceState(root)
+
+
+def device_budget(cfg: RunConfig, context: Context) -> RunConfig:
+    """Apply the device's own `record-epsilon-max` (node config): the run's setting can lower it, never raise it."""
+    own = float(context.node_config.get(NODE_EPSILON_MAX, 0) or 0)
+    limits = [x for x in (own, cfg.record_epsilon_max) if x > 0]
+    return cfg.replace(record_epsilon_max=min(limits)) if limits else cfg
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg, fed, split, global_state, server_round, seed = _setup(msg, context)
@@ -79,7 +100,11 @@ def train(msg: Message, context: Context) -> Message:
     local_seed = int(np.random.SeedSequence([seed, server_round, partition]).generate_state(1)[0])
     extra: dict[str, float] = {}
     if cfg.record_dp:
-        ledger = load_record_ledger(context, subject=device_subject(context))
+        cfg = device_budget(cfg, context)
+        subject = device_subject(context)
+        store = device_state(context)
+        # The state directory is the durable copy (it survives a restart); context.state mirrors it.
+        ledger = store.load_ledger(subject=subject) if store else load_record_ledger(context, subject=subject)
         try:
             stats = train_local_private(model, split, fed.catalog, cfg, seed=local_seed, ledger=ledger,
                                         server_round=server_round)
@@ -90,7 +115,12 @@ def train(msg: Message, context: Context) -> Message:
             # examples n (which num-examples reveals anyway).
             declined = MetricRecord({"declined": 1, "record-epsilon": record_epsilon(ledger, cfg)})
             return Message(RecordDict({"metrics": declined}), reply_to=msg)
+        if store is not None:
+            store.save_ledger(ledger)  # charged before the update leaves the device
         save_record_ledger(context, ledger)
+        if store is not None:
+            run_id = str(context.state["round"]["run-id"]) or f"flower-run-{context.run_id}"
+            write_device_report(store, cfg, ledger, run_id=run_id, device_id=subject)
         extra["record-epsilon"] = stats.epsilon  # unprotected metric, as above
     else:
         stats = train_local(model, split, fed.catalog, cfg, seed=local_seed)
@@ -99,15 +129,11 @@ def train(msg: Message, context: Context) -> Message:
     if cfg.user_dp:
         # DP-FedAvg: bound this user's whole contribution before it leaves the device (the server adds the noise).
         delta, _ = clip_state(delta, clip_norm=cfg.user_clip_norm)
-    metrics = MetricRecord({
-        "num-examples": stats.examples,
-        "train-loss": stats.loss,
-        "train-seconds": stats.seconds,
-        "steps": stats.steps,
-        "grad-tokens": stats.tokens,
-        "peak-rss-mb": _peak_rss_mb(),
-        **extra,
-    })
+    values: dict[str, float] = {"train-seconds": stats.seconds, "steps": stats.steps, "peak-rss-mb": _peak_rss_mb()}
+    if not (cfg.record_dp or cfg.user_dp) or cfg.dp_diagnostics:
+        # Data-dependent figures (history size, loss): not covered by any DP guarantee, so not sent under DP.
+        values.update({"num-examples": stats.examples, "train-loss": stats.loss, "grad-tokens": stats.tokens})
+    metrics = MetricRecord({**values, **extra})
     return Message(RecordDict({"arrays": state_to_record(delta), "metrics": metrics}), reply_to=msg)
 
 

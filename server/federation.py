@@ -58,9 +58,13 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float = 120.0) -> list[in
         time.sleep(0.5)
 
 
-def _messages(grid: Grid, nodes: list[int], kind: str, state: State, cfg: RunConfig, server_round: int):
+def _messages(grid: Grid, nodes: list[int], kind: str, state: State, cfg: RunConfig, server_round: int,
+              run: Path):
     content = {"arrays": state_to_record(state)}
-    config = {**cfg.to_flwr(), "server-round": server_round, "seed": cfg.seed}
+    # run-id names the run in device reports; device-state-root is only a proposal (a device's own state-dir wins)
+    state_root = str(Path(cfg.device_state_dir).resolve() if cfg.device_state_dir else (run / "devices").resolve())
+    config = {**cfg.to_flwr(), "server-round": server_round, "seed": cfg.seed, "run-id": run.name,
+              "device-state-root": state_root}
     return [
         Message(RecordDict({**content, "config": ConfigRecord(config)}), dst_node_id=n, message_type=kind)
         for n in nodes
@@ -113,7 +117,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
         else:
             sampled = _sample(nodes, cfg.clients_sampled(len(nodes)), rng)
         replies = list(grid.send_and_receive(_messages(grid, sampled, MessageType.TRAIN, global_state, cfg,
-                                                       server_round))) if sampled else []
+                                                       server_round, run))) if sampled else []
         deltas, weights, losses, tokens, rss, failures, declined = [], [], [], 0, [], [], 0
         for reply in replies:
             node = reply.metadata.src_node_id
@@ -140,8 +144,9 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
                 delta, _ = clip_state(delta, clip_norm=cfg.user_clip_norm)
             deltas.append(delta)
             weights.append(1.0 if cfg.aggregation_weights == "equal" else float(m["num-examples"]))
-            losses.append(float(m["train-loss"]))
-            tokens += int(m["grad-tokens"])
+            if "train-loss" in m:  # data-dependent: not sent under DP unless dp-diagnostics
+                losses.append(float(m["train-loss"]))
+                tokens += int(m["grad-tokens"])
             rss.append(float(m["peak-rss-mb"]))
             client_rows.append({**row, "bytes_up": state_bytes(delta), "seconds": float(m["train-seconds"]),
                                 "status": "ok"})
@@ -179,7 +184,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
             "client_peak_rss_mb": max(rss) if rss else float("nan"),
         }
         if server_round % cfg.evaluate_every == 0 or server_round == cfg.num_server_rounds:
-            row.update(_evaluate(grid, nodes, global_state, cfg, server_round, len(fed.catalog), client_rows))
+            row.update(_evaluate(grid, nodes, global_state, cfg, server_round, len(fed.catalog), client_rows, run))
         row["wall_seconds"] = round(time.perf_counter() - t0, 3)
         row["server_peak_rss_mb"] = round(_peak_rss_mb(), 1)
         rounds.append(row)
@@ -196,12 +201,12 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
 
 
 def _evaluate(grid: Grid, nodes: list[int], state: State, cfg: RunConfig, server_round: int, num_items: int,
-              client_rows: list[dict[str, Any]]) -> dict[str, Any]:
+              client_rows: list[dict[str, Any]], run: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, 1, server_round])
     k = max(1, int(round(cfg.fraction_evaluate * len(nodes))))
     chosen = _sample(nodes, k, rng)
-    replies = grid.send_and_receive(_messages(grid, chosen, MessageType.EVALUATE, state, cfg, server_round))
+    replies = grid.send_and_receive(_messages(grid, chosen, MessageType.EVALUATE, state, cfg, server_round, run))
     total = RankingMetrics(num_items=num_items)
     failed = 0
     for reply in replies:

@@ -79,6 +79,13 @@ class RunConfig:
     record_accountant: str = field(
         default="prv", metadata={"help": "Opacus accountant of the device's epsilon and budget: 'prv' or 'rdp'"}
     )
+    dp_diagnostics: bool = field(
+        default=False,
+        metadata={"help": "under DP, devices also send loss, example and token counts in the clear (simulation only)"},
+    )
+    device_state_dir: str = field(
+        default="", metadata={"help": "simulation: root of the devices' state dirs (default: <run-dir>/devices)"}
+    )
     # federation
     num_server_rounds: int = field(default=20, metadata={"help": "number of federated rounds"})
     clients_per_round: int = field(default=10, metadata={"help": "clients sampled per round"})
@@ -139,6 +146,10 @@ class RunConfig:
         check(0.0 < self.record_delta < 1.0, "record_delta", "must be in (0, 1)")
         check(self.record_epsilon_max >= 0, "record_epsilon_max", "must be >= 0 (0 = no budget)")
         check(self.record_accountant in ("prv", "rdp"), "record_accountant", "must be 'prv' or 'rdp'")
+        if self.record_dp or self.user_dp:
+            check(self.aggregation_weights == "equal", "aggregation_weights",
+                  "must be 'equal' with record-dp or user-dp (example counts would travel in the clear, and "
+                  "DP-FedAvg's sensitivity assumes equal weights)")
         if self.record_dp:
             # A device has at most examples-per-user examples, so this keeps delta < 1/n on every device.
             check(self.record_delta < 1.0 / self.examples_per_user, "record_delta",

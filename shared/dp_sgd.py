@@ -1,26 +1,30 @@
 """Record-level DP on the device: Opacus DP-SGD over one user's bucketed examples, accounted in a ledger.
 
-Why examples: `fedrec.shared.examples` puts each listening record in exactly one example (one per non-empty
-bucket), so clipping per example bounds what any single record can contribute to a step. The privacy unit the
-accountant sees is one example; `num_records` in the ledger is the number of examples n.
+Why examples: `fedrec.shared.examples` hashes each listening record into one of K = `examples_per_user` buckets
+and makes one example per non-empty bucket, so clipping per example bounds what any single record can contribute
+to a step. The accountant's unit is one *slot*: the K buckets are K fixed slots, an empty bucket is a slot whose
+example is empty (it contributes nothing when sampled). Sampling runs over the K slots, so n = K, q and the step
+count are the same for every device and every round whatever its history: they reveal nothing about the data
+and do not change when a record is added or removed. Changing one record changes one slot's example.
 
 One round on a device (`train_local_private`):
 
 1. Draw `local_epochs` epochs of examples exactly as `train_local` does (targets redrawn per epoch).
-2. Plan the round: q = min(1, record_expected_batch / n), round(1/q) steps per epoch (as Opacus' DPDataLoader
-   with sample_rate = 1/len(loader)), so the DpEvent of the round is known *before* any data is touched.
+2. Plan the round over the K slots: q = min(1, record_expected_batch / K), round(1/q) steps per epoch (as
+   Opacus' DPDataLoader with sample_rate = 1/len(loader)), so the round's DpEvent is known before any data is read.
 3. If a budget is set, refuse the round (`PrivacyBudgetExceeded`) when the ledger plus the planned event would
    exceed `record_epsilon_max`; nothing is trained and nothing is recorded.
 4. Wrap the cached model in `opacus.GradSampleModule` (hooks) and the usual `make_optimizer` Adam in a
-   `DPOptimizer`. Each step Poisson-samples examples (each independently with probability q) and takes a
-   noisy step, *also when the sample is empty*: skipping an empty batch would be a data-independent but
-   unaccounted deviation from the analysed mechanism, and would make the step count observable.
+   `DPOptimizer`. Each step Poisson-samples slots (each independently with probability q), keeps the sampled
+   slots that hold an example, and takes a noisy step, *also when that batch is empty*: skipping an empty batch
+   would be an unaccounted deviation from the analysed mechanism, and would make the step count observable.
 5. After the first step, check that every trainable tensor moved and no frozen one did (opacus#820).
 6. Unhook the model (it is reused by later rounds) and append the round's steps to the device ledger.
 
-Assumptions of the accounting, stated so a report can repeat them: n (hence q and the step count) is treated as
-public, as Opacus does with its dataset size; the Poisson sampling and the noise come from a
-`torch.Generator` (Mersenne Twister) seeded from `secrets` each round: not a CSPRNG, no floating-point hardening
+Assumptions of the accounting, stated so a report can repeat them: K (hence q and the step count) is a public
+setting, not a property of the data (Opacus instead treats its data-dependent dataset size as public); the
+Poisson sampling and the noise come from a `torch.Generator` (Mersenne Twister) seeded from `secrets` each round:
+not a CSPRNG, no floating-point hardening
 (Opacus' `secure_mode` needs torchcsprng, which does not exist for torch >= 2.6).
 """
 
@@ -40,7 +44,7 @@ from dp_accounting import dp_event
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
-from fedrec.shared.examples import draw_examples, make_batch
+from fedrec.shared.examples import bucket_of, draw_examples, make_batch
 from fedrec.shared.model import Recommender
 from fedrec.shared.privacy import PrivacyBudget, PrivacyLedger, dpsgd_event, make_accountant
 from fedrec.shared.training import TrainStats, example_loss, make_optimizer
@@ -64,7 +68,7 @@ class DpSgdError(RuntimeError):
 class DpSgdPlan:
     """One round of DP-SGD on one device, fixed before training so the budget can be checked first."""
 
-    num_records: int  # n: examples this round (non-empty buckets); the accountant's population
+    num_records: int  # n = K slots (examples-per-user), empty ones included: the accountant's population
     sample_rate: float  # q = min(1, expected batch / n)
     expected_batch_size: float  # q * n: the denominator of the mean gradient (Opacus' expected_batch_size)
     steps_per_epoch: int  # round(1 / q), at least 1
@@ -77,8 +81,10 @@ class DpSgdPlan:
         return dpsgd_event(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=self.steps)
 
 
-def plan_round(cfg: RunConfig, *, num_records: int) -> DpSgdPlan:
-    """The round's q and step count for a device with `num_records` examples (n may differ between rounds)."""
+def plan_round(cfg: RunConfig, *, num_records: int | None = None) -> DpSgdPlan:
+    """The round's q and step count over `num_records` slots (default: the K = examples-per-user slots)."""
+    if num_records is None:
+        num_records = cfg.examples_per_user
     if num_records < 1:
         raise ValueError(f"num_records: a device needs at least one example to train, found {num_records}")
     q = min(1.0, cfg.record_expected_batch / num_records)
@@ -147,7 +153,7 @@ def train_local_private(
     torch.manual_seed(seed)
     epochs = [draw_examples(split, catalog, buckets=cfg.examples_per_user, order=cfg.history_order, rng=rng,
                             tags=cfg.prompt_tags) for _ in range(cfg.local_epochs)]
-    plan = plan_round(cfg, num_records=len(epochs[0][0]))
+    plan = plan_round(cfg)  # over the K fixed slots: q and the step count do not depend on the history
     budget = record_budget(cfg)
     if budget is not None:
         budget.check(ledger, plan.event())  # raises PrivacyBudgetExceeded; nothing trained, nothing recorded
@@ -165,8 +171,13 @@ def train_local_private(
                           loss_reduction="mean", generator=noise)
         check = _UpdateCheck(model, opt)
         for prompts, targets, hists in epochs:
+            # slot -> example: an example's target lies in its bucket, so the target's bucket is the slot
+            example_in = {bucket_of(catalog.item_ids[t], plan.num_records): i for i, t in enumerate(targets)}
+            if len(example_in) != len(targets):
+                raise DpSgdError("two examples in one slot: the examples' buckets must be the DP-SGD slots")
             for _ in range(plan.steps_per_epoch):
-                sel = poisson_sample(plan.num_records, plan.sample_rate, generator=sampling)
+                slots = poisson_sample(plan.num_records, plan.sample_rate, generator=sampling)
+                sel = [example_in[s] for s in slots if s in example_in]  # an empty slot adds nothing
                 opt.zero_grad(set_to_none=True)
                 if sel:
                     batch = make_batch(tokenizer, [prompts[i] for i in sel], [targets[i] for i in sel],
@@ -203,7 +214,7 @@ def train_local_private(
                               sample_rate=plan.sample_rate, steps=steps, max_grad_norm=plan.max_grad_norm,
                               num_records=plan.num_records, expected_batch_size=plan.expected_batch_size,
                               epochs=cfg.local_epochs)
-    return DpTrainStats(examples=plan.num_records * cfg.local_epochs, steps=steps, loss=total / max(n_loss, 1),
+    return DpTrainStats(examples=sum(len(e[0]) for e in epochs), steps=steps, loss=total / max(n_loss, 1),
                         seconds=time.perf_counter() - t0, tokens=tokens, records=plan.num_records,
                         sample_rate=plan.sample_rate, empty_steps=empty, epsilon=record_epsilon(ledger, cfg))
 

@@ -5,11 +5,14 @@ loudly on a missing key rather than guess.
 
 Server -> client (message type "train" or "evaluate"):
     "arrays": ArrayRecord   the global adapter state (float32), one tensor per trainable parameter
-    "config": ConfigRecord  RunConfig.to_flwr() plus "server-round" and "seed"
+    "config": ConfigRecord  RunConfig.to_flwr() plus "server-round", "seed", "run-id" (the run directory's
+                            name, for device reports) and "device-state-root" (a proposed root for simulated
+                            devices' state directories; a device's own `state-dir` node setting wins)
 Client -> server, train reply:
     "arrays": ArrayRecord   the adapter *delta* (local minus global), float32, same keys as sent
-    "metrics": MetricRecord num-examples, train-loss, train-seconds, steps, grad-tokens, peak-rss-mb, and with
-                            record-level DP record-epsilon (the device's cumulative epsilon so far)
+    "metrics": MetricRecord train-seconds, steps, peak-rss-mb; without DP (or with dp-diagnostics) also
+                            num-examples, train-loss, grad-tokens; with record-level DP record-epsilon (the
+                            device's cumulative epsilon so far)
 Client -> server, train reply of a device whose record-level budget is spent (a dropout, not a failure):
     "metrics": MetricRecord declined = 1, record-epsilon; no "arrays"
 Client -> server, evaluate reply:

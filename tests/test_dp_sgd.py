@@ -24,6 +24,7 @@ from fedrec.client.client_app import (
     save_record_ledger,
 )
 from fedrec.client.client_app import train as client_train
+from fedrec.client.device_state import resolve_state_dir
 from fedrec.shared.config import ConfigError, RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
@@ -38,6 +39,9 @@ from fedrec.shared.examples import draw_examples, make_batch
 from fedrec.shared.federation_data import load_federation
 from fedrec.shared.model import Recommender, load_trainable_state, trainable_state
 from fedrec.shared.privacy import PrivacyLedger, make_accountant
+from fedrec.shared.privacy.keys import load_public_key
+from fedrec.shared.privacy.report import read_report
+from fedrec.shared.privacy.verify import has_failures, verify_report_file
 from fedrec.shared.training import build_model, example_loss, make_optimizer
 from fedrec.shared.wire import state_to_record
 
@@ -206,7 +210,7 @@ def test_empty_poisson_batch_still_adds_noise_and_counts(model: Recommender, tin
 def test_epsilon_over_rounds_equals_one_accountant_and_survives_restart(model: Recommender, tiny_data) -> None:
     """Three rounds on one device, its ledger stored in context.state as JSON and reloaded in a fresh Context each
     round (a restart): epsilon is that of one Opacus accountant fed every step of every round, never one round's."""
-    # Prepare: the device's history grows between rounds 2 and 5, so n (hence q) changes
+    # Prepare: the device's history grows between rounds 2 and 5; q must not change (it runs over K fixed slots)
     catalog, splits = tiny_data
     _randomize(model)
     by_size = sorted(splits, key=lambda s: len(s.train_items))
@@ -231,7 +235,8 @@ def test_epsilon_over_rounds_equals_one_accountant_and_survives_restart(model: R
     final = load_record_ledger(Context(run_id=1, node_id=7, node_config={"partition-id": 0}, state=stored,
                                        run_config={}), subject="partition-0")
     assert final == ledger and final.rounds() == [1, 2, 5]
-    assert len({e.metadata["sample_rate"] for e in final}) == 2, "n must change between rounds in this test"
+    assert {e.metadata["sample_rate"] for e in final} == {plan_round(CFG).sample_rate}, "q must not depend on data"
+    assert {e.metadata["num_records"] for e in final} == {CFG.examples_per_user}
     assert epsilons[-1] == pytest.approx(reference.get_epsilon(CFG.record_delta), rel=1e-9)
     assert epsilons[0] < epsilons[1] < epsilons[2] and epsilons[2] > max(per_round)
     assert 0 < record_epsilon(final, CFG.replace(record_accountant="prv")) < epsilons[-1]  # PRV is the tighter one
@@ -256,9 +261,7 @@ def test_train_handler_declines_over_budget_without_charging(model: Recommender)
     # Prepare: the budget sits between the epsilon of one and of two rounds of this device
     partition, num_partitions = 4, 20
     fed = load_federation(CFG)
-    n = len(draw_examples(fed.split_for(partition, num_partitions), fed.catalog, buckets=CFG.examples_per_user,
-                          order=CFG.history_order, rng=np.random.default_rng(0))[0])  # n: non-empty buckets
-    event = plan_round(CFG, num_records=n).event()
+    event = plan_round(CFG).event()  # over the K fixed slots, whatever the device's history
     acc = make_accountant("opacus-rdp")
     eps1, eps2 = (acc.epsilon([event] * k, delta=CFG.record_delta) for k in (1, 2))
     cfg = CFG.replace(record_epsilon_max=(eps1 + eps2) / 2)
@@ -308,3 +311,60 @@ def test_consecutive_rounds_on_the_cached_model_do_not_stack_hooks(model: Recomm
     assert len(set(during)) == 1 and during[0] > 0
     assert not any(hasattr(p, a) for p in model.parameters() for a in OPACUS_ATTRS)
     assert len(ledger) == 2  # the failed round was not charged (it released nothing)
+
+
+def _device_context(node_config: dict) -> Context:
+    """A freshly started device: empty context.state, so only its state directory can remember anything."""
+    return Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def test_restarted_device_keeps_its_ledger_and_signs_a_report_that_verifies(model: Recommender,
+                                                                            tmp_path: Path) -> None:
+    """A device with a state directory trains in round 1, restarts (empty context.state), trains in round 3: its
+    ledger holds both rounds, its epsilon is that of both, only non-data metrics leave it, and its signed report
+    passes `audit verify` against the device's public key."""
+    # Prepare
+    state_dir = tmp_path / "device"
+    node = {"partition-id": 4, "num-partitions": 20, "state-dir": str(state_dir)}
+    two_rounds = make_accountant("opacus-rdp").epsilon([plan_round(CFG).event()] * 2, delta=CFG.record_delta)
+    # Execute
+    replies = [client_train(_train_message(CFG, model, r), _device_context(node)) for r in (1, 3)]
+    # Assert
+    ledger = PrivacyLedger.load(state_dir / "record-ledger.json")
+    assert ledger.rounds() == [1, 3] and ledger.subject == "partition-4"
+    metrics = replies[1].content["metrics"]
+    assert metrics["record-epsilon"] == pytest.approx(two_rounds, rel=1e-9)
+    assert set(metrics.keys()) == {"train-seconds", "steps", "peak-rss-mb", "record-epsilon"}
+    public_key = load_public_key(state_dir / "device-ed25519.pem.pub")
+    findings = verify_report_file(state_dir / "privacy-report.json", public_key=public_key)
+    assert not has_failures(findings), [f for f in findings if f.status == "fail"]
+    report = read_report(state_dir / "privacy-report.json")
+    assert report["device_id"] == "partition-4"
+    assert report["record_level"]["accounting"]["epsilon"] == pytest.approx(two_rounds)
+    assert (state_dir / "privacy-report.md").read_text().startswith("# ")
+
+
+def test_device_budget_in_its_node_config_caps_a_laxer_run_setting(model: Recommender, tmp_path: Path) -> None:
+    """The server cannot raise a device's budget: the device's own record-epsilon-max (node config) wins over a run
+    setting of no budget, so the second round is declined and nothing more is charged."""
+    # Prepare
+    acc = make_accountant("opacus-rdp")
+    eps1, eps2 = (acc.epsilon([plan_round(CFG).event()] * k, delta=CFG.record_delta) for k in (1, 2))
+    node = {"partition-id": 4, "num-partitions": 20, "state-dir": str(tmp_path / "device"),
+            "record-epsilon-max": (eps1 + eps2) / 2}
+    assert CFG.record_epsilon_max == 0
+    # Execute
+    first = client_train(_train_message(CFG, model, 1), _device_context(node))
+    second = client_train(_train_message(CFG, model, 2), _device_context(node))
+    # Assert
+    assert "arrays" in first.content and "arrays" not in second.content
+    assert second.content["metrics"]["declined"] == 1
+    assert PrivacyLedger.load(tmp_path / "device" / "record-ledger.json").rounds() == [1]
+
+
+def test_server_proposed_state_root_is_used_only_without_the_devices_own(tmp_path: Path) -> None:
+    """Simulated devices live under the root the server proposes; a deployed device's own state-dir always wins."""
+    own = {"state-dir": str(tmp_path / "mine")}
+    assert resolve_state_dir(own, str(tmp_path / "run"), device="partition-2") == tmp_path / "mine"
+    assert resolve_state_dir({}, str(tmp_path / "run"), device="partition-2") == tmp_path / "run" / "partition-2"
+    assert resolve_state_dir({}, "", device="partition-2") is None

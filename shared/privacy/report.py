@@ -66,9 +66,11 @@ RECORD_LEVEL_FAILED_ROUNDS_POLICY = (
 USER_UNIT = "one user, i.e. the whole listening history held on one device (all of its records)"
 USER_BOUND = "at most one update per round, its whole adapter delta clipped to L2 norm S"
 RECORD_UNIT = (
-    "one training example on this device: a bucket of the user's listening records (each record is in exactly "
-    "one example); changing one listening record replaces one example, so for a single record the guarantee "
-    "holds at (2 epsilon, (1 + e^epsilon) delta) by group privacy of two examples"
+    "one training-example slot on this device: the user's listening records are hashed into a fixed number K of "
+    "slots (examples-per-user), each record into exactly one, and a slot's records form one example (an empty "
+    "slot is an empty example); K, the sampling rate and the step count do not depend on the data. Adding or "
+    "removing one listening record changes one slot's example, i.e. replaces one example, so for a single record "
+    "the guarantee holds at (2 epsilon, (1 + e^epsilon) delta) by group privacy of two examples"
 )
 RECORD_BOUND = "at most one per-example gradient per step, clipped to L2 norm C"
 CURVE_ACCOUNTANT = "rdp"

@@ -1,0 +1,62 @@
+"""Write a device's signed record-level epsilon report into its state directory.
+
+The device is the authority on its record-level guarantee: it holds the ledger of every DP-SGD round it ran and
+signs the report with its own key, so nobody (the server included) can alter the figure without breaking the
+signature. The server's run report only summarises the epsilons devices reported as plain metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedrec.client.device_state import DeviceState
+from fedrec.shared.config import RunConfig
+from fedrec.shared.dp_sgd import NOISE_RNG, OPACUS_ACCOUNTANTS, plan_round
+from fedrec.shared.privacy import PrivacyLedger
+from fedrec.shared.privacy.render import render_markdown
+from fedrec.shared.privacy.report import (
+    GuaranteeInputs,
+    Mechanism,
+    Sampling,
+    Scope,
+    build_device_report,
+    sign_report,
+    write_report,
+)
+from fedrec.shared.run_dir import atomic_write_text
+
+#: What a DP device sends to the server outside the guarantee (plain metrics), for the report's trust notes.
+SENT_IN_THE_CLEAR = (
+    "sent to the server in the clear, outside the guarantee: whether the device trained or declined, its "
+    "cumulative record-level epsilon (a function of the public settings and of how many rounds it trained in), "
+    "the round's wall time, step count and peak memory; example counts, losses and token counts only when the run "
+    "sets dp-diagnostics (a simulation-only setting)"
+)
+
+
+def write_device_report(state: DeviceState, cfg: RunConfig, ledger: PrivacyLedger, *, run_id: str,
+                        device_id: str) -> Path:
+    """Build, sign (device key) and write `privacy-report.json` and `.md` for `ledger`; returns the JSON path.
+
+    The HTML page and the epsilon plot are left to `fedrec audit render` (matplotlib on every round of every
+    device would cost more than the report is worth on a small device).
+    """
+    plan = plan_round(cfg)
+    scope = Scope(dp_setting="local DP-SGD (Opacus) on the device", server="untrusted for this guarantee",
+                  trust_notes="the noise is added on the device before anything leaves it, so the guarantee holds "
+                              "against the server, other clients and anyone who sees the global adapters; "
+                              + SENT_IN_THE_CLEAR)
+    inputs = GuaranteeInputs(
+        ledger=ledger,
+        mechanism=Mechanism.dp_sgd(noise_multiplier=cfg.record_noise_multiplier,
+                                   max_grad_norm=cfg.record_max_grad_norm, rng=NOISE_RNG),
+        sampling=Sampling.poisson(population=plan.num_records, sample_rate=plan.sample_rate,
+                                  evidence="each step, each of the K slots joins independently with probability q "
+                                           "(on the device); empty batches are stepped, never skipped"),
+        delta=cfg.record_delta, rounds_run=len(ledger.rounds()), accountant=OPACUS_ACCOUNTANTS[cfg.record_accountant],
+        cross_check=("rdp", "pld"),
+    )
+    report = build_device_report(run_id=run_id, device_id=device_id, scope=scope, record_level=inputs)
+    path = write_report(sign_report(report, state.signing_key()), state.report_path)
+    atomic_write_text(path.with_suffix(".md"), render_markdown(report))
+    return path
