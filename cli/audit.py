@@ -62,7 +62,15 @@ def show(
 ) -> None:
     """Print the guarantees in plain words and a summary of each ledger."""
     from fedrec.shared.privacy.errors import ReportSchemaError
-    from fedrec.shared.privacy.render import ledger_rows, signer, statements, summary_rows, title
+    from fedrec.shared.privacy.render import (
+        EMPIRICAL_COLUMNS,
+        empirical_rows,
+        ledger_rows,
+        signer,
+        statements,
+        summary_rows,
+        title,
+    )
     from fedrec.shared.privacy.report import read_report
 
     try:
@@ -93,6 +101,13 @@ def show(
         for r in shown:
             ledger.add_row(r["round"], r["kind"], r["z"], r["q"], r["count"], r["metadata"])
         console.print(ledger)
+    if empirical_rows(rep):  # the measured lower bound beside the claimed epsilon, one row per audit
+        audit = Table(title="empirical audit (lower bound measured in this run vs claimed epsilon)")
+        for col in EMPIRICAL_COLUMNS:
+            audit.add_column(col, overflow="fold")
+        for row in empirical_rows(rep):
+            audit.add_row(*row)
+        console.print(audit)
 
 
 @app.command()

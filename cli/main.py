@@ -45,6 +45,13 @@ def simulate(
     set_: Annotated[list[str], typer.Option("--set", "-s", help="any other setting, KEY=VALUE (repeatable); "
                                             "see `fedrec settings`")] = [],  # noqa: B006
     num_cpus: Annotated[int, typer.Option(help="CPUs Ray may use (1 per virtual client)")] = 0,
+    secure_aggregation: Annotated[bool | None, typer.Option(
+        "--secure-aggregation/--no-secure-aggregation",
+        help="SecAgg+: the server sees only masked uploads and their sum (default: the setting's default)")] = None,
+    audit_canaries: Annotated[int, typer.Option(help="empirical record-level audit: M canary examples on users' "
+                                                "devices, each included with probability 1/2")] = -1,
+    audit_canary_clients: Annotated[int, typer.Option(help="empirical user-level audit: K canary clients that "
+                                                      "send random directions")] = -1,
 ) -> None:
     """Simulate a whole federation on this machine: one virtual client per user (Flower + Ray)."""
     from fedrec.shared.config import ConfigError, RunConfig
@@ -52,7 +59,10 @@ def simulate(
     values: dict[str, Any] = _overrides(set_)
     for key, value, unset in (("data", data, ""), ("model", model, ""), ("num-server-rounds", rounds, 0),
                               ("clients-per-round", clients_per_round, 0), ("max-users", max_users, -1),
-                              ("run-dir", run_dir, ""), ("run-name", run_name, "")):
+                              ("run-dir", run_dir, ""), ("run-name", run_name, ""),
+                              ("secure-aggregation", secure_aggregation, None),
+                              ("audit-canaries", audit_canaries, -1),
+                              ("audit-canary-clients", audit_canary_clients, -1)):
         if value != unset:
             values[key] = value
     try:
@@ -134,6 +144,12 @@ def _print_summary(run: Path, seconds: float, example: Path) -> None:
                      f"{run / 'privacy-report.json'} --public-key {run / 'server-ed25519.pub'})")
     else:
         lines.append("privacy         none claimed (no DP options were on)")
+    if (run / "audit" / "results.json").is_file():  # fedrec.server.audit
+        for a in json.loads((run / "audit" / "results.json").read_text())["audits"]:
+            claimed = "none" if a["claimed_epsilon"] is None else f"{a['claimed_epsilon']:.4g}"
+            lines.append(f"audit           {a['level']}: measured ε >= {a['epsilon_lower_bound']:.4g} "
+                         f"({a['correct']}/{a['guesses']} guesses on {a['canaries']} canaries, "
+                         f"{a['confidence']:.0%}), claimed ε {claimed}")
     text = "\n".join(lines)
     (run / "summary.txt").write_text(text + "\n")
     console.print(text)
@@ -177,8 +193,9 @@ def settings() -> None:
     from fedrec.shared.config import RunConfig, help_text
 
     table = Table()
-    for col in ("setting", "default", "meaning"):
-        table.add_column(col)
+    table.add_column("setting", no_wrap=True)  # a key must stay copyable as one word
+    table.add_column("default")
+    table.add_column("meaning")
     helps = help_text()
     for k, v in RunConfig().to_flwr().items():
         table.add_row(k, repr(v), helps.get(k, ""))

@@ -17,8 +17,18 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedrec.client import secure_aggregation
 from fedrec.client.device_state import PROPOSED_STATE_ROOT, DeviceState, resolve_state_dir
 from fedrec.client.privacy_report import write_device_report
+from fedrec.shared.audit import (
+    AUDIT_KEY,
+    CANARY_METRIC,
+    QUERY_CANARY_CLIENTS,
+    ROLE_METRIC,
+    AuditInstructions,
+    canary_client_index,
+    canary_client_update,
+)
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.dp_fedavg import clip_state
@@ -31,6 +41,7 @@ from fedrec.shared.training import build_model, prepare_for_scoring, score_users
 from fedrec.shared.wire import State, metrics_to_record, record_to_state, state_to_record, subtract
 
 app = ClientApp()
+secure_aggregation.register(app)  # train.secagg_* stage handlers (SecAgg+), on this same app
 
 #: node_config key of a device's own record-level budget; the run's `record-epsilon-max` can only lower it.
 NODE_EPSILON_MAX = "record-epsilon-max"
@@ -41,14 +52,19 @@ PRIVACY_STATE = "privacy"
 RECORD_LEDGER_KEY = "record-ledger"
 
 
-def _setup(msg: Message, context: Context) -> tuple[RunConfig, Federation, UserSplit, State, int, int]:
+def _setup(msg: Message, context: Context) -> tuple[RunConfig, Federation, UserSplit | None, State, int, int]:
+    """Settings, data and the global adapter of a message; the split is None on an audit canary client."""
     config = dict(msg.content["config"])
     server_round, seed = int(config.pop("server-round")), int(config.pop("seed"))
+    config.pop(AUDIT_KEY, None)  # this node's audit instructions, read by train()
     context.state["round"] = ConfigRecord({"run-id": str(config.pop("run-id", "")),
                                            PROPOSED_STATE_ROOT: str(config.pop(PROPOSED_STATE_ROOT, ""))})
     cfg = RunConfig.from_mapping(config, source="server config")
     fed = load_federation(cfg)
-    split = fed.split_for(int(context.node_config["partition-id"]), int(context.node_config["num-partitions"]))
+    partition, partitions = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    # partitions after the users' are the run's audit canary clients (fedrec.shared.audit): no user, no data
+    canary = canary_client_index(partition, partitions, cfg.audit_canary_clients)
+    split = None if canary is not None else fed.split_for(partition, partitions - cfg.audit_canary_clients)
     return cfg, fed, split, record_to_state(msg.content["arrays"]), server_round, seed
 
 
@@ -94,6 +110,16 @@ def device_budget(cfg: RunConfig, context: Context) -> RunConfig:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg, fed, split, global_state, server_round, seed = _setup(msg, context)
+    audit = AuditInstructions.from_config(msg.content["config"])
+    if split is None:  # an audit canary client: it "trains" by sending its random direction (zeros if excluded)
+        t0 = time.perf_counter()
+        delta = canary_client_update(global_state, seed=audit.direction_seed, norm=cfg.user_clip_norm)
+        values = {"train-seconds": time.perf_counter() - t0, "steps": 0, "peak-rss-mb": _peak_rss_mb(),
+                  CANARY_METRIC: 1, **({"num-examples": cfg.examples_per_user}
+                                       if cfg.aggregation_weights == "examples" else {})}
+        if cfg.secure_aggregation:
+            return secure_aggregation.advertise(msg, context, cfg, delta, MetricRecord(values))
+        return Message(RecordDict({"arrays": state_to_record(delta), "metrics": MetricRecord(values)}), reply_to=msg)
     model = build_model(cfg, fed.catalog)
     set_global_state(model, global_state)
     partition = int(context.node_config["partition-id"])
@@ -107,12 +133,12 @@ def train(msg: Message, context: Context) -> Message:
         ledger = store.load_ledger(subject=subject) if store else load_record_ledger(context, subject=subject)
         try:
             stats = train_local_private(model, split, fed.catalog, cfg, seed=local_seed, ledger=ledger,
-                                        server_round=server_round)
+                                        server_round=server_round, canaries=audit.record_canaries)
         except PrivacyBudgetExceeded:
             # Declined, not failed: no arrays, and the ledger is not charged (nothing was trained or released).
             # record-epsilon travels unprotected (a plain metric, no DP, no masking), like every metric: it is
-            # the device's cumulative epsilon so far, a function of the settings, its rounds and its number of
-            # examples n (which num-examples reveals anyway).
+            # the device's cumulative epsilon so far, a function of the public settings (K fixed slots, q, z)
+            # and of the rounds it trained in, which the server knows anyway.
             declined = MetricRecord({"declined": 1, "record-epsilon": record_epsilon(ledger, cfg)})
             return Message(RecordDict({"metrics": declined}), reply_to=msg)
         if store is not None:
@@ -123,17 +149,19 @@ def train(msg: Message, context: Context) -> Message:
             write_device_report(store, cfg, ledger, run_id=run_id, device_id=subject)
         extra["record-epsilon"] = stats.epsilon  # unprotected metric, as above
     else:
-        stats = train_local(model, split, fed.catalog, cfg, seed=local_seed)
+        stats = train_local(model, split, fed.catalog, cfg, seed=local_seed, canaries=audit.record_canaries)
     local = {k: v.numpy() for k, v in trainable_state(model).items()}
     delta = subtract(local, global_state)
     if cfg.user_dp:
         # DP-FedAvg: bound this user's whole contribution before it leaves the device (the server adds the noise).
         delta, _ = clip_state(delta, clip_norm=cfg.user_clip_norm)
     values: dict[str, float] = {"train-seconds": stats.seconds, "steps": stats.steps, "peak-rss-mb": _peak_rss_mb()}
-    if not (cfg.record_dp or cfg.user_dp) or cfg.dp_diagnostics:
+    if not (cfg.record_dp or cfg.user_dp or cfg.secure_aggregation) or cfg.dp_diagnostics:
         # Data-dependent figures (history size, loss): not covered by any DP guarantee, so not sent under DP.
         values.update({"num-examples": stats.examples, "train-loss": stats.loss, "grad-tokens": stats.tokens})
     metrics = MetricRecord({**values, **extra})
+    if cfg.secure_aggregation:  # the delta stays here, encoded in context.state; only public keys go back
+        return secure_aggregation.advertise(msg, context, cfg, delta, metrics)
     return Message(RecordDict({"arrays": state_to_record(delta), "metrics": metrics}), reply_to=msg)
 
 
@@ -142,7 +170,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg, fed, split, global_state, server_round, seed = _setup(msg, context)
     t0 = time.perf_counter()
     m = RankingMetrics(num_items=len(fed.catalog))
-    if split.evaluated:
+    if split is not None and split.evaluated:  # a canary client (split None) has nothing to evaluate
         model = build_model(cfg, fed.catalog)
         set_global_state(model, global_state)
         prepare_for_scoring(model, fed.catalog, cfg)
@@ -153,3 +181,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     record = metrics_to_record(m, **{"eval-seconds": time.perf_counter() - t0, "peak-rss-mb": _peak_rss_mb()})
     return Message(RecordDict({"metrics": record}), reply_to=msg)
 
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """The audit handshake: which of the run's canary clients this node is (its index), or -1 for a user."""
+    index = canary_client_index(int(context.node_config["partition-id"]), int(context.node_config["num-partitions"]),
+                                int(msg.content["config"][QUERY_CANARY_CLIENTS]))
+    return Message(RecordDict({"metrics": MetricRecord({ROLE_METRIC: -1 if index is None else index})}), reply_to=msg)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedrec.shared.config import RunConfig
+from fedrec.shared.dp_fedavg import default_delta
 from fedrec.shared.privacy.budget import PrivacyBudget
 from fedrec.shared.privacy.ledger import PrivacyLedger, dpfedavg_event
 
@@ -29,9 +30,6 @@ RNG_DESCRIPTION = ("numpy PCG64 seeded from 128-bit secrets (Python `secrets`); 
                    "not a CSPRNG stream, no floating-point hardening")
 
 
-def default_delta(population: int) -> float:
-    """delta = 1 / N^1.1: below 1/N, so the guarantee cannot be met by leaking one whole user."""
-    return 1.0 / population**1.1
 
 
 @dataclass
@@ -81,16 +79,27 @@ class UserLevelDP:
 
     def release(self, clipped: list[State], template: State, *, sampled: int, server_round: int) -> State:
         """Noisy mean of the clipped deltas, recorded in the ledger as one release."""
-        z, s = self.cfg.user_noise_multiplier, self.cfg.user_clip_norm
-        denominator = self.sample_rate * self.population if self.poisson else max(sampled, 1)
-        out: State = {}
+        sums: State = {}
         for key, ref in template.items():
             total = np.zeros(ref.shape, dtype=np.float64)
             for d in clipped:
                 total += d[key]
-            total += self._noise.normal(0.0, z * s, size=ref.shape)
-            out[key] = (total / denominator).astype(np.float32)
+            sums[key] = total
+        return self.release_sum(sums, clients=len(clipped), sampled=sampled, server_round=server_round)
+
+    def release_sum(self, clipped_sum: State, *, clients: int, sampled: int, server_round: int) -> State:
+        """Noisy mean from the *sum* of `clients` clipped deltas, recorded in the ledger as one release.
+
+        Secure aggregation hands over only this sum; the noise, the denominator and the ledger entry are the same
+        as for `release`, whose sum the server computes itself.
+        """
+        z, s = self.cfg.user_noise_multiplier, self.cfg.user_clip_norm
+        denominator = self.sample_rate * self.population if self.poisson else max(sampled, 1)
+        out: State = {}
+        for key, total in clipped_sum.items():
+            noisy = np.asarray(total, dtype=np.float64) + self._noise.normal(0.0, z * s, size=total.shape)
+            out[key] = (noisy / denominator).astype(np.float32)
         self.ledger.record_user_level_release(round=server_round, noise_multiplier=z,
                                               sample_rate=self.sample_rate if self.poisson else None,
-                                              clip_norm=s, clients_aggregated=len(clipped))
+                                              clip_norm=s, clients_aggregated=clients)
         return out

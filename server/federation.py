@@ -23,13 +23,16 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedrec.server.aggregate import apply_update, weighted_mean
+from fedrec.server.audit import ServerAudit, user_level_epsilon
 from fedrec.server.central_dp import UserLevelDP
 from fedrec.server.privacy_report import write_run_report
+from fedrec.server.secure_aggregation import SecureRound
 from fedrec.shared.config import RunConfig
 from fedrec.shared.dp_fedavg import clip_state
 from fedrec.shared.federation_data import load_federation
 from fedrec.shared.metrics import RankingMetrics
 from fedrec.shared.model import trainable_state
+from fedrec.shared.noise import resolve_noise
 from fedrec.shared.run_dir import new_run_dir, write_adapter, write_catalog, write_config, write_rows
 from fedrec.shared.training import build_model
 from fedrec.shared.wire import State, check_delta, record_to_metrics, record_to_state, state_bytes, state_to_record
@@ -59,14 +62,15 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float = 120.0) -> list[in
 
 
 def _messages(grid: Grid, nodes: list[int], kind: str, state: State, cfg: RunConfig, server_round: int,
-              run: Path):
+              run: Path, per_node: dict[int, dict[str, str]] | None = None):
     content = {"arrays": state_to_record(state)}
     # run-id names the run in device reports; device-state-root is only a proposal (a device's own state-dir wins)
     state_root = str(Path(cfg.device_state_dir).resolve() if cfg.device_state_dir else (run / "devices").resolve())
     config = {**cfg.to_flwr(), "server-round": server_round, "seed": cfg.seed, "run-id": run.name,
               "device-state-root": state_root}
     return [
-        Message(RecordDict({**content, "config": ConfigRecord(config)}), dst_node_id=n, message_type=kind)
+        Message(RecordDict({**content, "config": ConfigRecord({**config, **(per_node or {}).get(n, {})})}),
+                dst_node_id=n, message_type=kind)  # per_node: e.g. a node's audit canaries (server.audit)
         for n in nodes
     ]
 
@@ -84,13 +88,19 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
     """Run `cfg.num_server_rounds` rounds; returns the run directory. Raises AllRoundsFailed if none succeeded."""
     emit = on_event or (lambda kind, payload: None)
     fed = load_federation(cfg)
+    # target epsilons -> noise multipliers, before anything runs (the population includes audit canary clients)
+    cfg = resolve_noise(cfg, len(fed.splits) + cfg.audit_canary_clients)
     run = new_run_dir(cfg)
     write_config(run, cfg, population=len(fed.splits), catalog_size=len(fed.catalog),
                  load_summary=fed.summary.lines())
     write_catalog(run, fed.catalog)
     model = build_model(cfg, fed.catalog)  # also writes the catalog table cache the clients will read
     global_state: State = {k: v.numpy().copy() for k, v in trainable_state(model).items()}
-    nodes = wait_for_nodes(grid, len(fed.splits))
+    nodes = wait_for_nodes(grid, len(fed.splits) + cfg.audit_canary_clients)
+    # empirical privacy audit (server.audit): canary clients are nodes too, but never evaluated
+    audit = ServerAudit.start(grid, cfg, run, nodes=nodes, users=len(fed.splits), catalog=fed.catalog)
+    users = audit.real_nodes if audit is not None else nodes
+    initial_state = {k: v.copy() for k, v in global_state.items()}
     down = state_bytes(global_state)
     emit("start", {"run_dir": str(run), "clients": len(nodes), "catalog": len(fed.catalog),
                    "adapter_params": int(sum(v.size for v in global_state.values())), "adapter_bytes": down})
@@ -116,8 +126,13 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
             sampled = [n for n, keep in zip(nodes, rng.random(len(nodes)) < q, strict=True) if keep]
         else:
             sampled = _sample(nodes, cfg.clients_sampled(len(nodes)), rng)
-        replies = list(grid.send_and_receive(_messages(grid, sampled, MessageType.TRAIN, global_state, cfg,
-                                                       server_round, run))) if sampled else []
+        train_messages = _messages(grid, sampled, MessageType.TRAIN, global_state, cfg, server_round, run,
+                                   per_node=audit.train_config(sampled) if audit is not None else None)
+        secure = SecureRound(cfg, server_round, max_clients=len(sampled)) if cfg.secure_aggregation else None
+        if secure is not None:
+            secure.attach(train_messages)  # the round's session id and encoding
+        replies = list(grid.send_and_receive(train_messages)) if sampled else []
+        advertised = {}  # secure aggregation: node -> the public keys it sent instead of its delta
         deltas, weights, losses, tokens, rss, failures, declined = [], [], [], 0, [], [], 0
         for reply in replies:
             node = reply.metadata.src_node_id
@@ -134,11 +149,18 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
                 client_rows.append({**row, "bytes_up": 0, "status": "declined: device privacy budget"})
                 continue
             try:
-                delta = record_to_state(reply.content["arrays"])
-                check_delta(delta, global_state)
+                if secure is not None:  # the delta stays on the device until it is masked (secure_aggregation)
+                    advertised[node] = secure.read_keys(reply)
+                else:
+                    delta = record_to_state(reply.content["arrays"])
+                    check_delta(delta, global_state)
             except (KeyError, ValueError) as e:
                 failures.append(f"node {node}: bad reply: {e}")
                 client_rows.append({**row, "bytes_up": 0, "status": f"rejected: {e}"})
+                continue
+            if secure is not None:
+                rss.append(float(m["peak-rss-mb"]))
+                client_rows.append({**row, "bytes_up": 0, "seconds": float(m["train-seconds"]), "status": "keys sent"})
                 continue
             if dp is not None:  # clients clip; the server enforces the bound it accounts for
                 delta, _ = clip_state(delta, clip_norm=cfg.user_clip_norm)
@@ -151,15 +173,31 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
             client_rows.append({**row, "bytes_up": state_bytes(delta), "seconds": float(m["train-seconds"]),
                                 "status": "ok"})
         failures += [f"node {n}: no reply" for n in set(sampled) - {r.metadata.src_node_id for r in replies}]
+        secured = secure.run(grid, advertised, global_state) if secure is not None else None
+        if secured is not None:
+            client_rows.extend(secured.client_rows(server_round))
+            failures += [f"node {n}: secure aggregation: dropped at {why}" for n, why in secured.dropouts.items()]
         for f in failures:
             log.warning("round %d: %s", server_round, f)
         released = False
-        if dp is not None:
+        if secured is not None and secured.aborted:
+            # Too few clients survived to unmask the sum: nothing is released, nothing enters the user-level
+            # ledger (record-level spend on the devices stays counted: they trained).
+            log.warning("round %d: secure aggregation aborted, nothing released: %s", server_round, secured.aborted)
+        elif dp is not None:
             # Under DP every round releases a noisy aggregate, even with no survivor (noise only): the
             # accountant counts every round, so skipping one would gain nothing and the output would be missing.
-            noisy = dp.release(deltas, global_state, sampled=len(sampled), server_round=server_round)
+            if secured is not None and secured.total is not None:  # the server only ever sees this sum
+                noisy = dp.release_sum(secured.total, clients=len(secured.survivors), sampled=len(sampled),
+                                       server_round=server_round)
+            else:
+                noisy = dp.release(deltas, global_state, sampled=len(sampled), server_round=server_round)
             global_state = apply_update(global_state, noisy, cfg.server_learning_rate)
             dp.ledger.save(run / "ledger-user.json")
+            released = True
+        elif secured is not None and secured.total is not None:  # equal weights: sum / survivors
+            mean = {k: (v / len(secured.survivors)).astype(np.float32) for k, v in secured.total.items()}
+            global_state = apply_update(global_state, mean, cfg.server_learning_rate)
             released = True
         elif deltas and sum(weights) > 0:
             global_state = apply_update(global_state, weighted_mean(deltas, weights), cfg.server_learning_rate)
@@ -168,32 +206,45 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
             succeeded += 1
             write_adapter(run, global_state, server_round)
         train_s = time.perf_counter() - t0
+        updates = len(secured.survivors) if secured is not None else len(deltas)
+        status = "ok" if updates else ("noise only" if released else "failed")
         row: dict[str, Any] = {
             "round": server_round,
-            "status": "ok" if deltas else ("noise only" if released else "failed"),
+            "status": f"aborted: {secured.aborted}" if secured is not None and secured.aborted else status,
             "sampled": len(sampled),
-            "updates": len(deltas),
+            "updates": updates,
             "failed": len(failures),
             "declined": declined,
             "train_seconds": round(train_s, 3),
-            "client_updates_per_s": round(len(deltas) / train_s, 4) if train_s > 0 else 0.0,
+            "client_updates_per_s": round(updates / train_s, 4) if train_s > 0 else 0.0,
             "bytes_down_per_client": down,
             "bytes_up_per_client": state_bytes(global_state),
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "grad_tokens_per_s": round(tokens / train_s, 1) if train_s > 0 else 0.0,
             "client_peak_rss_mb": max(rss) if rss else float("nan"),
         }
+        if secured is not None:
+            row.update(secured.info)
         if server_round % cfg.evaluate_every == 0 or server_round == cfg.num_server_rounds:
-            row.update(_evaluate(grid, nodes, global_state, cfg, server_round, len(fed.catalog), client_rows, run))
+            row.update(_evaluate(grid, users, global_state, cfg, server_round, len(fed.catalog), client_rows, run))
         row["wall_seconds"] = round(time.perf_counter() - t0, 3)
         row["server_peak_rss_mb"] = round(_peak_rss_mb(), 1)
         rounds.append(row)
         write_rows(run, "rounds", rounds)
         write_rows(run, "clients", client_rows)
         emit("round", row)
+    empirical = None
+    if audit is not None:  # scored with the final global adapter only, then compared with the secret bits
+        empirical = audit.finish(model, fed.catalog, initial=initial_state, final=global_state,
+                                 record_epsilons=record_eps, user_epsilon=user_level_epsilon(dp),
+                                 user_delta=dp.delta if dp is not None else None, population=len(nodes))
     if cfg.user_dp or cfg.record_dp:
         write_run_report(run, cfg, dp, rounds_run=len([r for r in rounds if "updates" in r and "sampled" in r]),
-                         record_epsilons=list(record_eps.values()))
+                         empirical_audit=empirical,
+                         record_epsilons=list(record_eps.values()),
+                         rounds_without_release=tuple(r["round"] for r in rounds
+                                                      if str(r.get("status", "")).startswith("aborted")),
+                         secure_rounds=[r for r in rounds if "secagg_ring_bits" in r])
     if succeeded == 0:
         raise AllRoundsFailed(f"all {cfg.num_server_rounds} rounds failed; see {run / 'clients.csv'}")
     emit("done", {"run_dir": str(run), "rounds": rounds})

@@ -7,7 +7,9 @@ is the authoritative record-level statement).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fedrec.server.central_dp import RNG_DESCRIPTION, UserLevelDP
 from fedrec.shared.config import RunConfig
@@ -26,16 +28,73 @@ from fedrec.shared.privacy.report import (
 REPORT = "privacy-report.json"
 
 
+def _span(values: list[int]) -> str:
+    return "n/a" if not values else (str(values[0]) if len(values) == 1 else f"{values[0]}..{values[-1]}")
+
+
+def secure_aggregation_scope(cfg: RunConfig,
+                             secure_rounds: Sequence[Mapping[str, Any]]) -> tuple[str, int | None, str]:
+    """(protocol and parameters, colluding clients tolerated, trust notes) of a run with secure aggregation.
+
+    `secure_rounds` are the round rows with the secure-aggregation figures (`secagg_*`); t and k can differ per
+    round (they follow the number of clients that sent keys), so the report states their range and the
+    smallest t: fewer than t colluding clients learn nothing beyond the sum in every round.
+    """
+    done = [r for r in secure_rounds if "secagg_threshold" in r]
+    ks = sorted({int(r["secagg_neighbours"]) for r in done})
+    ts = sorted({int(r["secagg_threshold"]) for r in done})
+    aborted = [int(r["round"]) for r in secure_rounds if str(r.get("status", "")).startswith("aborted")]
+    quant = max((float(r["secagg_quantization_error_bound"]) for r in secure_rounds
+                 if "secagg_quantization_error_bound" in r), default=None)
+    noise = cfg.user_noise_multiplier * cfg.user_clip_norm
+    protocol = (
+        f"fedrec SecAgg+ (Bell et al. 2020 over Bonawitz et al. 2017): X25519 key agreement, HKDF-SHA256, "
+        f"ChaCha20 masks from 256-bit secrets, AES-256-GCM share transport, Shamir sharing over GF(2^128); "
+        f"k-regular Harary graph on a random labelling, k = {_span(ks)} neighbours "
+        f"(setting {cfg.secagg_neighbours or 'auto'}), threshold t = {_span(ts)} of the k + 1 share holders "
+        f"(a strict majority; fraction {cfg.secagg_threshold_fraction:g}); each client clips its whole delta to "
+        f"S = {cfg.user_clip_norm:g} and encodes it in Z_2^{cfg.secagg_ring_bits} (no per-coordinate clipping, "
+        f"no overflow by construction)"
+        + (f"; quantization error of the sum <= {quant:.3g} per coordinate"
+           + (f" against noise std z*S = {noise:.3g}" if cfg.user_dp else "") if quant is not None else "")
+        + f"; {len(aborted)} round(s) aborted with fewer than t survivors, nothing released: {aborted or 'none'}")
+    notes = (
+        "secure aggregation assumes an honest-but-curious server (it runs the protocol as written, including the "
+        "random graph and the refusal to unmask a disconnected survivor set, but may inspect everything it "
+        "receives) and fewer than t colluding clients; public keys are relayed by the server without "
+        "authentication, so an actively malicious server is not covered. The server sees masked uploads and the "
+        "exact sum of the survivors' clipped deltas"
+        + (" before it adds the Gaussian noise: the DP guarantee is central, it protects against everyone who "
+           "sees the released adapters, not the sum against the server" if cfg.user_dp else "")
+        + ". The server cannot check the clipping bound of a masked upload (a malicious client could send a "
+        "larger one).")
+    return protocol, (ts[0] - 1 if ts else None), notes
+
+
 def write_run_report(run: Path, cfg: RunConfig, dp: UserLevelDP | None, *, rounds_run: int,
-                     record_epsilons: list[float]) -> Path:
-    """Build, sign and write `privacy-report.json` (+ .md/.html/.png) into the run directory."""
-    notes = ("central DP: the server sees each client's clipped update in the clear (no secure aggregation "
-             "yet) and is trusted to add the noise; the guarantee holds against everyone who sees the released "
+                     record_epsilons: list[float], rounds_without_release: Sequence[int] = (),
+                     secure_rounds: Sequence[Mapping[str, Any]] = (),
+                     empirical_audit: Mapping[str, Any] | None = None) -> Path:
+    """Build, sign and write `privacy-report.json` (+ .md/.html/.png) into the run directory.
+
+    `rounds_without_release`: rounds that released nothing (secure aggregation aborted); `secure_rounds`: the
+    round rows of a run with secure aggregation (their `secagg_*` figures go into the trust model).
+    """
+    notes = ("central DP: the server sees each client's clipped update in the clear (no secure aggregation) "
+             "and is trusted to add the noise; the guarantee holds against everyone who sees the released "
              "global adapters") if dp is not None else "no user-level mechanism in this run"
-    scope = Scope(dp_setting="central (trusted server adds the noise)" if dp is not None else "local (on device)",
+    protocol, colluding = None, None
+    if cfg.secure_aggregation:
+        protocol, colluding, notes = secure_aggregation_scope(cfg, secure_rounds)
+        if dp is None:
+            notes += " No user-level mechanism in this run."
+    dp_setting = "central (trusted server adds the noise)" if dp is not None else "local (on device)"
+    if dp is not None and cfg.secure_aggregation:
+        dp_setting = "central DP-FedAvg with server-side noise after secure aggregation (SecAgg+)"
+    scope = Scope(dp_setting=dp_setting, secure_aggregation=protocol, colluding_clients_max=colluding,
                   trust_notes=notes)
     user_level = None
-    if dp is not None:
+    if dp is not None and len(dp.ledger):  # an empty ledger (every round aborted) released nothing
         population = dp.population
         sampling = (Sampling.poisson(population=population, sample_rate=dp.sample_rate,
                                      evidence="server-side Poisson sampling over the N connected clients, secret "
@@ -49,12 +108,14 @@ def write_run_report(run: Path, cfg: RunConfig, dp: UserLevelDP | None, *, round
             mechanism=Mechanism.dp_fedavg(noise_multiplier=cfg.user_noise_multiplier, clip_norm=cfg.user_clip_norm,
                                           rng=RNG_DESCRIPTION),
             sampling=sampling, delta=dp.delta, rounds_run=rounds_run,
+            rounds_without_release=tuple(rounds_without_release),
         )
     report = build_run_report(
         run_id=run.name, scope=scope, user_level=user_level,
         record_level_epsilons=record_epsilons,
         record_level_delta=cfg.record_delta if cfg.record_dp and record_epsilons else None,
         record_level_accountant=f"opacus-{cfg.record_accountant}" if cfg.record_dp and record_epsilons else None,
+        empirical_audit=empirical_audit,  # server.audit: measured lower bounds beside the claimed epsilons
     )
     key_path = Path(cfg.server_key) if cfg.server_key else run.parent / "server-ed25519.pem"
     key = load_or_create_private_key(key_path)

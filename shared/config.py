@@ -67,6 +67,13 @@ class RunConfig:
         default=1.0, metadata={"help": "z: per-step noise std is z * C on the sum of clipped per-example gradients"}
     )
     record_max_grad_norm: float = field(default=1.0, metadata={"help": "C: per-example gradient L2 clip norm"})
+    record_target_epsilon: float = field(
+        default=0.0, metadata={"help": "if > 0: calibrate z so record-target-rounds rounds reach this epsilon, and "
+                                       "make it the device budget unless record-epsilon-max is set"}
+    )
+    record_target_rounds: int = field(
+        default=1, metadata={"help": "rounds a device can train in within record-target-epsilon"}
+    )
     record_expected_batch: int = field(
         default=4, metadata={"help": "expected Poisson batch; sample rate q = min(1, this / examples)"}
     )
@@ -101,6 +108,10 @@ class RunConfig:
     user_dp: bool = field(default=False, metadata={"help": "user-level DP-FedAvg on/off"})
     user_noise_multiplier: float = field(default=1.0, metadata={"help": "z: noise std on the sum is z * S"})
     user_clip_norm: float = field(default=1.0, metadata={"help": "S: L2 bound on each client's whole adapter delta"})
+    user_target_epsilon: float = field(
+        default=0.0, metadata={"help": "if > 0: calibrate z so num-server-rounds releases reach this epsilon, and "
+                                       "make it the user-level budget unless user-epsilon-max is set"}
+    )
     client_sampling: str = field(
         default="fixed", metadata={"help": "'poisson' (rate C/N, amplification claimed) or 'fixed' (no amplification)"}
     )
@@ -108,6 +119,35 @@ class RunConfig:
     user_epsilon_max: float = field(default=0.0, metadata={"help": "stop before a round would exceed this (0 = none)"})
     server_key: str = field(
         default="", metadata={"help": "Ed25519 key that signs run reports (default: <run-dir>/server-ed25519.pem)"}
+    )
+    # secure aggregation (SecAgg+, fedrec.shared.secagg; docs/secure-aggregation.md): the server sees only masked
+    # uploads and the sum of the survivors' deltas, each clipped to user-clip-norm S (also without user-dp)
+    secure_aggregation: bool = field(
+        default=False, metadata={"help": "SecAgg+: the server only sees the sum of the clients' clipped deltas"}
+    )
+    secagg_neighbours: int = field(
+        default=0, metadata={"help": "SecAgg+ graph degree k per client (0 = auto: 2 ceil(log2 n) + 2, at most n-1)"}
+    )
+    secagg_threshold_fraction: float = field(
+        default=0.5, metadata={"help": "shares needed: t = max(strict majority, ceil(f * (k + 1))) of k + 1 holders"}
+    )
+    secagg_ring_bits: int = field(default=32, metadata={"help": "SecAgg+ ring Z_2^b for the encoded deltas: 32 or 64"})
+    secagg_stage_timeout: float = field(
+        default=0.0, metadata={"help": "seconds to wait for each SecAgg+ stage's replies (0 = wait for all)"}
+    )
+    # empirical privacy audit (fedrec.server.audit, docs/empirical-audit.md): canaries measured in the same run
+    audit_canaries: int = field(
+        default=0, metadata={"help": "record-level audit: m canary examples on users' devices, each in w.p. 1/2"}
+    )
+    audit_canary_clients: int = field(
+        default=0, metadata={"help": "user-level audit: K extra canary clients that send random directions"}
+    )
+    audit_guess_fraction: float = field(
+        default=0.1, metadata={"help": "the audit guesses 'in' for this fraction of canaries and 'out' for as many"}
+    )
+    audit_seed: int = field(
+        default=0, metadata={"help": "0 = a secret audit seed; else fixed (tests only: anyone with the config can "
+                                     "recompute which canaries are in)"}
     )
     # output
     run_dir: str = field(default="runs", metadata={"help": "parent folder of run directories"})
@@ -129,6 +169,14 @@ class RunConfig:
         check(self.user_clip_norm > 0, "user_clip_norm", "must be > 0")
         check(0.0 <= self.user_delta < 1.0, "user_delta", "must be in [0, 1)")
         check(self.user_epsilon_max >= 0, "user_epsilon_max", "must be >= 0")
+        check(self.audit_canaries >= 0, "audit_canaries", "must be >= 0 (0 = no record-level audit)")
+        check(self.audit_canary_clients >= 0, "audit_canary_clients", "must be >= 0 (0 = no user-level audit)")
+        check(0.0 < self.audit_guess_fraction <= 0.5, "audit_guess_fraction", "must be in (0, 0.5]")
+        check(self.audit_seed >= 0, "audit_seed", "must be >= 0 (0 = secret)")
+        if self.record_dp and self.audit_canaries:  # every device then has K + 1 DP-SGD slots (one audit slot)
+            check(self.record_delta < 1.0 / (self.examples_per_user + 1), "record_delta",
+                  f"must be < 1 / (examples-per-user + 1) = {1.0 / (self.examples_per_user + 1):g} with record-dp "
+                  "and audit-canaries")
         check(0.0 <= self.fraction_train <= 1.0, "fraction_train", "must be in [0, 1]")
         check(0.0 < self.fraction_evaluate <= 1.0, "fraction_evaluate", "must be in (0, 1]")
         check(self.temperature > 0, "temperature", "must be > 0")
@@ -145,7 +193,18 @@ class RunConfig:
         check(self.record_expected_batch >= 1, "record_expected_batch", "must be >= 1")
         check(0.0 < self.record_delta < 1.0, "record_delta", "must be in (0, 1)")
         check(self.record_epsilon_max >= 0, "record_epsilon_max", "must be >= 0 (0 = no budget)")
+        check(self.record_target_epsilon >= 0, "record_target_epsilon", "must be >= 0 (0 = use the noise multiplier)")
+        check(self.record_target_rounds >= 1, "record_target_rounds", "must be >= 1")
+        check(self.user_target_epsilon >= 0, "user_target_epsilon", "must be >= 0 (0 = use the noise multiplier)")
         check(self.record_accountant in ("prv", "rdp"), "record_accountant", "must be 'prv' or 'rdp'")
+        check(self.secagg_neighbours >= 0, "secagg_neighbours", "must be >= 0 (0 = auto)")
+        check(0.5 <= self.secagg_threshold_fraction <= 1.0, "secagg_threshold_fraction",
+              "must be in [0.5, 1] (t is at least a strict majority of the share holders)")
+        check(self.secagg_ring_bits in (32, 64), "secagg_ring_bits", "must be 32 or 64")
+        check(self.secagg_stage_timeout >= 0, "secagg_stage_timeout", "must be >= 0 (0 = wait for every reply)")
+        if self.secure_aggregation:
+            check(self.aggregation_weights == "equal", "aggregation_weights",
+                  "must be 'equal' with secure-aggregation (the server only sees an unweighted sum)")
         if self.record_dp or self.user_dp:
             check(self.aggregation_weights == "equal", "aggregation_weights",
                   "must be 'equal' with record-dp or user-dp (example counts would travel in the clear, and "

@@ -31,3 +31,8 @@ def clip_state(delta: State, *, clip_norm: float) -> tuple[State, float]:
     norm = l2_norm(delta)
     scale = 1.0 if norm <= clip_norm else clip_norm / norm * (1 - 1e-6)
     return {k: (v * scale).astype(np.float32) for k, v in delta.items()}, norm
+
+
+def default_delta(population: int) -> float:
+    """User-level delta = 1 / N^1.1: below 1/N, so the guarantee cannot be met by leaking one whole user."""
+    return 1.0 / population**1.1

@@ -34,6 +34,7 @@ import math
 import secrets
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 from dp_accounting import dp_event
 
+from fedrec.shared.audit import RecordCanary, canary_examples, record_slots
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
@@ -82,9 +84,10 @@ class DpSgdPlan:
 
 
 def plan_round(cfg: RunConfig, *, num_records: int | None = None) -> DpSgdPlan:
-    """The round's q and step count over `num_records` slots (default: the K = examples-per-user slots)."""
+    """The round's q and step count over `num_records` slots (default: the K = examples-per-user slots, plus
+    one audit slot on every device when the run has record canaries: `fedrec.shared.audit.record_slots`)."""
     if num_records is None:
-        num_records = cfg.examples_per_user
+        num_records = record_slots(cfg)
     if num_records < 1:
         raise ValueError(f"num_records: a device needs at least one example to train, found {num_records}")
     q = min(1.0, cfg.record_expected_batch / num_records)
@@ -134,12 +137,16 @@ def train_local_private(
     ledger: PrivacyLedger,
     server_round: int,
     noise_seed: int | None = None,
+    canaries: Sequence[RecordCanary] = (),
 ) -> DpTrainStats:
     """`local_epochs` epochs of DP-SGD on one user's examples; the round is appended to `ledger`.
 
     `seed` draws the examples (the same draw as `train_local`) and seeds dropout. `noise_seed` seeds the Poisson
     sampling and the noise; leave it None (what the client does) to draw it from the OS CSPRNG so that neither
     can be replayed by anyone who knows the run's seeds. Tests pass an int for determinism.
+
+    `canaries`: the audit canaries this device hosts (`fedrec.shared.audit`); each fills one audit slot after
+    the K history slots, as one more example.
 
     Raises `PrivacyBudgetExceeded` before touching the model if the round would exceed `record_epsilon_max`
     (the ledger is unchanged), and `DpSgdError` if the first step does not move the trainable weights.
@@ -154,6 +161,10 @@ def train_local_private(
     epochs = [draw_examples(split, catalog, buckets=cfg.examples_per_user, order=cfg.history_order, rng=rng,
                             tags=cfg.prompt_tags) for _ in range(cfg.local_epochs)]
     plan = plan_round(cfg)  # over the K fixed slots: q and the step count do not depend on the history
+    if len(canaries) > plan.num_records - cfg.examples_per_user:
+        raise ValueError(f"{len(canaries)} audit canaries but {plan.num_records - cfg.examples_per_user} audit "
+                         "slots on this device (audit-canaries must be > 0, and a device hosts at most one)")
+    extra = canary_examples(canaries, catalog, cfg)
     budget = record_budget(cfg)
     if budget is not None:
         budget.check(ledger, plan.event())  # raises PrivacyBudgetExceeded; nothing trained, nothing recorded
@@ -172,9 +183,12 @@ def train_local_private(
         check = _UpdateCheck(model, opt)
         for prompts, targets, hists in epochs:
             # slot -> example: an example's target lies in its bucket, so the target's bucket is the slot
-            example_in = {bucket_of(catalog.item_ids[t], plan.num_records): i for i, t in enumerate(targets)}
+            example_in = {bucket_of(catalog.item_ids[t], cfg.examples_per_user): i for i, t in enumerate(targets)}
             if len(example_in) != len(targets):
                 raise DpSgdError("two examples in one slot: the examples' buckets must be the DP-SGD slots")
+            # audit canaries fill the slots after the K history slots (an audit slot without one stays empty)
+            example_in.update({cfg.examples_per_user + j: len(targets) + j for j in range(len(canaries))})
+            prompts, targets, hists = prompts + extra[0], targets + extra[1], hists + extra[2]
             for _ in range(plan.steps_per_epoch):
                 slots = poisson_sample(plan.num_records, plan.sample_rate, generator=sampling)
                 sel = [example_in[s] for s in slots if s in example_in]  # an empty slot adds nothing

@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedrec.shared.audit import RecordCanary, canary_examples
 from fedrec.shared.backbone import attach_lora, load_backbone
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
@@ -146,14 +148,24 @@ def train_examples(
 
 
 def train_local(
-    model: Recommender, split: UserSplit, catalog: Catalog, cfg: RunConfig, *, seed: int
+    model: Recommender, split: UserSplit, catalog: Catalog, cfg: RunConfig, *, seed: int,
+    canaries: Sequence[RecordCanary] = (),
 ) -> TrainStats:
-    """`local_epochs` passes over one user's bucketed examples: what a client does in a round."""
+    """`local_epochs` passes over one user's bucketed examples: what a client does in a round.
+
+    `canaries` (audit canaries this device hosts, `fedrec.shared.audit`) join every epoch as extra examples; they
+    are not counted in `examples`.
+    """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     epochs = [draw_examples(split, catalog, buckets=cfg.examples_per_user, order=cfg.history_order, rng=rng,
                             tags=cfg.prompt_tags) for _ in range(cfg.local_epochs)]
-    return train_examples(model, cfg, catalog, epochs, rng)
+    if canaries:
+        extra = canary_examples(canaries, catalog, cfg)
+        epochs = [(p + extra[0], t + extra[1], h + extra[2]) for p, t, h in epochs]
+    stats = train_examples(model, cfg, catalog, epochs, rng)
+    stats.examples -= len(canaries) * len(epochs)
+    return stats
 
 
 def train_central(

@@ -17,6 +17,12 @@ Client -> server, train reply of a device whose record-level budget is spent (a 
     "metrics": MetricRecord declined = 1, record-epsilon; no "arrays"
 Client -> server, evaluate reply:
     "metrics": MetricRecord RankingMetrics.to_dict() sums (see fedrec.shared.metrics), eval-seconds
+With secure-aggregation, the train message also carries ConfigRecord "secagg" (session id, max-clients), the
+train reply carries "secagg" (public keys) instead of "arrays" and no data-dependent metrics, and three more
+message types follow ("train.secagg_*"): see `fedrec.shared.secagg.wire`.
+With an empirical audit, a train message's config may also hold "audit" (JSON: the record canaries a host must
+include, or an included canary client's direction seed), a canary client's train reply carries "audit-canary" = 1
+and no loss, and a "query" message asks each node whether it is a canary client: see `fedrec.shared.audit`.
 
 Every metric travels unprotected (no DP, no masking); the privacy reports list them as not covered.
 """

@@ -36,17 +36,26 @@ def backend_config(num_cpus: int | None = None, ray_address: str | None = None) 
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
 
 
-def simulate(cfg: RunConfig, on_event: Event | None = None, num_cpus: int | None = None) -> Path:
-    """Run the federation described by `cfg`; returns its run directory."""
+def simulate(cfg: RunConfig, on_event: Event | None = None, num_cpus: int | None = None,
+             engine: str = "ray") -> Path:
+    """Run the federation described by `cfg`; returns its run directory.
+
+    `engine`: "ray" (Flower's simulation engine, one actor per CPU) or "inprocess" (the same ServerApp loop and
+    ClientApp in this process, see `fedrec.simulations.inprocess`: for one-GPU benchmarks and sweeps).
+    """
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
+    if engine == "inprocess":
+        return simulate_inprocess(cfg, on_event)
+    if engine != "ray":
+        raise ValueError(f"engine must be 'ray' or 'inprocess', found {engine!r}")
     from flwr.simulation import run_simulation
 
     from fedrec.client.client_app import app as client_app
     from fedrec.server.server_app import make_server_app
     from fedrec.shared.federation_data import load_federation
 
-    population = len(load_federation(cfg).splits)
+    population = len(load_federation(cfg).splits) + cfg.audit_canary_clients  # users + audit canary clients
     result: dict[str, Path] = {}
 
     def capture(kind: str, payload: dict) -> None:
@@ -65,3 +74,14 @@ def simulate(cfg: RunConfig, on_event: Event | None = None, num_cpus: int | None
     if "run_dir" not in result or not (result["run_dir"] / "rounds.json").is_file():
         raise RuntimeError("the simulation ended without completing a round; see the log above")
     return result["run_dir"]
+
+
+def simulate_inprocess(cfg: RunConfig, on_event: Event | None = None) -> Path:
+    """The federation in this process: `run_federation` over an `InProcessGrid` of one node per user."""
+    from fedrec.client.client_app import app as client_app
+    from fedrec.server.federation import run_federation
+    from fedrec.shared.federation_data import load_federation
+    from fedrec.simulations.inprocess import InProcessGrid
+
+    grid = InProcessGrid(client_app, len(load_federation(cfg).splits) + cfg.audit_canary_clients)
+    return run_federation(grid, cfg, on_event)

@@ -34,7 +34,31 @@ def statements(report: Mapping[str, Any]) -> list[str]:
     out += [report[name]["statement"] for name, _ in _SECTIONS if report.get(name)]
     if report.get("record_level_across_devices"):
         out.append(report["record_level_across_devices"]["statement"])
+    if report.get("empirical_audit"):
+        out.append(report["empirical_audit"]["statement"])
     return out
+
+
+EMPIRICAL_COLUMNS = ("level", "method", "canaries (in)", "guesses in/out", "correct", "confidence", "delta",
+                     "lower bound", "claimed ε", "one-shot estimate")
+
+
+def empirical_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    """One row per empirical audit: the measured lower bound beside the claimed epsilon (empty if none)."""
+    section = report.get("empirical_audit")
+    if not section:
+        return []
+    rows = []
+    for a in section["audits"]:
+        est = a.get("estimate")
+        rows.append([
+            a["level"], a["method"].split(":")[0], f"{a['canaries']} ({a['included']})",
+            f"{a['guesses_in']} / {a['guesses_out']}", f"{a['correct']} of {a['guesses']}", f"{a['confidence']:.0%}",
+            f"{a['delta']:g}", f"{a['epsilon_lower_bound']:.4g}",
+            "none" if a["claimed_epsilon"] is None else f"{a['claimed_epsilon']:.4g}",
+            "n/a" if est is None else ("unbounded" if est["epsilon"] is None else f"{est['epsilon']:.4g}"),
+        ])
+    return rows
 
 
 def title(report: Mapping[str, Any]) -> str:
@@ -157,6 +181,11 @@ def render_markdown(report: Mapping[str, Any], *, plot_href: str | None = None) 
         lines += [f"| {r['round']} | {r['kind']} | {r['z']} | {r['q']} | {r['count']} | {_md(r['metadata'])} |"
                   for r in ledger_rows(g)]
         lines += [""]
+    if empirical_rows(report):
+        lines += ["## Empirical audit (measured lower bound beside the claimed epsilon)", "",
+                  "| " + " | ".join(EMPIRICAL_COLUMNS) + " |", "|" + "---|" * len(EMPIRICAL_COLUMNS)]
+        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in empirical_rows(report)]
+        lines += [""]
     return "\n".join(lines)
 
 
@@ -196,6 +225,9 @@ def render_html(report: Mapping[str, Any]) -> str:
         parts += [f"<h3>Ledger ({len(g['ledger']['entries'])} releases)</h3>",
                   _table(["round", "kind", "z", "q", "count", "metadata"],
                          [[r["round"], r["kind"], r["z"], r["q"], r["count"], r["metadata"]] for r in rows])]
+    if empirical_rows(report):
+        parts += ["<h2>Empirical audit (measured lower bound beside the claimed epsilon)</h2>",
+                  _table(list(EMPIRICAL_COLUMNS), empirical_rows(report))]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -218,9 +218,13 @@ class GuaranteeInputs:
 def build_run_report(*, run_id: str, scope: Scope, user_level: GuaranteeInputs | None,
                      record_level_epsilons: Sequence[float] = (), record_level_delta: float | None = None,
                      record_level_accountant: str | None = None, created_at: datetime | None = None,
-                     code_version: Mapping[str, Any] | None = None, strict: bool = True) -> dict[str, Any]:
+                     code_version: Mapping[str, Any] | None = None, strict: bool = True,
+                     empirical_audit: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The server's report: the user-level guarantee (or None: "no user-level guarantee") and a summary of
     the record-level epsilons the devices reported (at `record_level_delta`, from `record_level_accountant`).
+
+    `empirical_audit` (optional; `fedrec.server.audit`): ``{"confidence", "audits": [...]}``, the epsilon
+    measured on canaries in this run beside the claimed one; its plain-words statement is generated here.
 
     With `strict`, the report's consistency checks (those of `fedrec audit verify` that need no recomputation)
     run before returning, and a failure raises `ReportError`: a report that would fail its audit is a bug.
@@ -231,6 +235,9 @@ def build_run_report(*, run_id: str, scope: Scope, user_level: GuaranteeInputs |
     report["record_level"] = None
     report["record_level_across_devices"] = _across_devices(record_level_epsilons, record_level_delta,
                                                             record_level_accountant)
+    if empirical_audit is not None:  # optional: only reports of audited runs have it
+        section = {**empirical_audit, "audits": [dict(a) for a in empirical_audit["audits"]]}
+        report["empirical_audit"] = {**section, "statement": empirical_statement(section)}
     return _finish(report, strict=strict)
 
 
@@ -434,6 +441,26 @@ def across_devices_statement(block: Mapping[str, Any]) -> str:
             f"(2ε, (1+e^ε)δ) by group privacy), not a user's whole history, and is {block['source']}.")
 
 
+def empirical_statement(section: Mapping[str, Any]) -> str:
+    """The empirical audit in plain words: each measured lower bound beside the epsilon the run claims."""
+    parts = []
+    for a in section["audits"]:
+        claimed = ("no " + a["level"] + " epsilon is claimed" if a["claimed_epsilon"] is None
+                   else f"the claimed ε is {_num(a['claimed_epsilon'])}")
+        text = (f"{a['level']}: ε ≥ {_num(a['epsilon_lower_bound'])} at δ = {a['delta']:.3g} with "
+                f"{a['confidence']:.0%} confidence ({a['correct']} of {a['guesses']} membership guesses correct "
+                f"on {a['canaries']} canaries), while {claimed}")
+        est = a.get("estimate")
+        if est is not None:
+            text += (f"; one-shot estimate ε ≈ {_num(est['epsilon'])}" if est["epsilon"] is not None
+                     else "; one-shot estimate unbounded")
+        parts.append(text)
+    return ("Empirical audit, measured in this run (a lower bound, not a guarantee): " + "; ".join(parts) + ". "
+            "A lower bound above the claimed ε would mean the implementation leaks more than its accounting says "
+            "(on a correct implementation that happens with probability at most 1 - confidence). The bounds "
+            "measure one attack on canaries in one run: they show what was detectable, not that nothing more is.")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Validation, signing, files
 
@@ -454,6 +481,9 @@ def validate_report(report: Any) -> None:
     rules = ({"device_id": False, "user_level": None, "record_level": False, "record_level_across_devices": None}
              if kind == "run" else
              {"device_id": True, "user_level": False, "record_level": True, "record_level_across_devices": False})
+    if kind == "device" and report.get("empirical_audit") is not None:
+        raise ReportSchemaError("report.empirical_audit: only run reports carry an empirical audit, found one in a "
+                                "device report", field="report.empirical_audit")
     for name, must in rules.items():
         present = report[name] is not None
         if must is False and present:

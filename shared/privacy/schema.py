@@ -9,7 +9,9 @@ local $ref) and produce errors that name the field, the expectation and the valu
 
 Compatibility: a report's ``schema_version`` is 1 for this schema. Fields are never removed or given a new
 meaning; adding an optional field bumps the version, and readers accept every version they know. A reader
-refuses a version newer than it knows.
+refuses a version newer than it knows. One exception, kept at version 1 on purpose: the optional top-level
+``empirical_audit`` (run reports of audited runs). Reports without it are byte-for-byte what they were; a
+fedrec from before it refuses a report that has it ("unknown field"), which is the safe failure.
 """
 
 from __future__ import annotations
@@ -108,6 +110,46 @@ _ACROSS_DEVICES = _obj({
     "epsilon": _obj({"min": _EPS, "median": _EPS, "p90": _EPS, "max": _EPS}),
 })
 
+# Optional (run reports of audited runs only; added without a version bump: a report without it is unchanged).
+_PROBABILITY = {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}
+_AUDIT = _obj({
+    "level": {"enum": ["record-level", "user-level"]},
+    "method": _TEXT,
+    "canary": _TEXT,
+    "score": _TEXT,
+    "canaries": {"type": "integer", "minimum": 1},
+    "included": _INT0,
+    "inclusion_probability": _PROBABILITY,
+    "guesses_in": _INT0,
+    "guesses_out": _INT0,
+    "guesses": _INT0,
+    "correct": _INT0,
+    "confidence": _PROBABILITY,
+    "delta": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+    "epsilon_lower_bound": _EPS,
+    "claimed_epsilon": {"type": ["number", "null"], "minimum": 0},
+    "claimed_source": _TEXT,
+}, {
+    "audit_seconds": {"type": "number", "minimum": 0},
+    "estimate": {"anyOf": [{"type": "null"}, _obj({
+        "method": _TEXT,
+        "inserted": _INT0,
+        "dimension": {"type": "integer", "minimum": 1},
+        "mean": {"type": "number"},
+        "std": {"type": "number", "exclusiveMinimum": 0},
+        "null_std": {"type": "number", "exclusiveMinimum": 0},
+        "delta": _DELTA,
+        "epsilon": {"type": ["number", "null"], "minimum": 0},
+    })]},
+    "null_check": {"type": ["object", "null"]},
+})
+
+_EMPIRICAL_AUDIT = _obj({
+    "statement": _TEXT,
+    "confidence": _PROBABILITY,
+    "audits": {"type": "array", "items": _AUDIT},
+})
+
 _SIGNATURE = _obj({
     "algorithm": {"const": "Ed25519"},
     "signed_content": {"const": SIGNED_CONTENT},
@@ -149,8 +191,9 @@ REPORT_SCHEMA: dict[str, Any] = {
         "record_level": _nullable("guarantee"),
         "record_level_across_devices": _nullable("across_devices"),
         "signature": _nullable("signature"),
-    }),
-    "$defs": {"guarantee": _GUARANTEE, "across_devices": _ACROSS_DEVICES, "signature": _SIGNATURE},
+    }, {"empirical_audit": _nullable("empirical_audit")}),
+    "$defs": {"guarantee": _GUARANTEE, "across_devices": _ACROSS_DEVICES, "signature": _SIGNATURE,
+              "empirical_audit": _EMPIRICAL_AUDIT},
 }
 
 

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedrec.shared.privacy.accountants import ACCOUNTANTS, independent_accountants, make_accountant
+from fedrec.shared.privacy.empirical import epsilon_lower_bound
 from fedrec.shared.privacy.errors import (
     LedgerError,
     PrivacyError,
@@ -50,6 +51,7 @@ from fedrec.shared.privacy.errors import (
 from fedrec.shared.privacy.ledger import RECORD_LEVEL, USER_LEVEL, PrivacyLedger, gaussian_components
 from fedrec.shared.privacy.report import (
     across_devices_statement,
+    empirical_statement,
     guarantee_statement,
     loads_strict,
     validate_report,
@@ -150,6 +152,76 @@ def _report_findings(report: Mapping[str, Any], *, recompute: bool) -> list[Find
         out.append(_statement_finding("record_level_across_devices.statement", same))
     if report["report_type"] == "run" and report.get("user_level") is None:
         out.append(Finding("user_level", "warn", "no user-level guarantee in this run report"))
+    if report.get("empirical_audit") is not None:
+        out.extend(_empirical_findings(report, recompute=recompute))
+    return out
+
+
+def _empirical_findings(report: Mapping[str, Any], *, recompute: bool) -> list[Finding]:
+    """The empirical audit: counts consistent, claimed epsilon = the report's, bound recomputed and <= claimed.
+
+    ``below_claimed`` is the check that matters: a lower bound (valid at the stated confidence) above the claimed
+    epsilon means the mechanism leaks more than its accounting says, a privacy bug. It runs with the
+    recomputation only (never when a report is built, so a failing audit is still written and can be shown).
+    """
+    section = report["empirical_audit"]
+    out = [_statement_finding("empirical_audit.statement", section["statement"] == empirical_statement(section))]
+    for a in section["audits"]:
+        name = f"empirical_audit.{a['level'].replace('-', '_')}"
+        bound, claimed = a["epsilon_lower_bound"], a["claimed_epsilon"]
+        problems = []
+        if not (a["correct"] <= a["guesses"] == a["guesses_in"] + a["guesses_out"] <= a["canaries"]):
+            problems.append(f"need correct {a['correct']} <= guesses {a['guesses']} = in {a['guesses_in']} + out "
+                            f"{a['guesses_out']} <= canaries {a['canaries']}")
+        if a["included"] > a["canaries"]:
+            problems.append(f"{a['included']} canaries included out of {a['canaries']}")
+        if a["level"] == "user-level":
+            g = report.get("user_level")
+            said = None if g is None else g["accounting"]["epsilon"]
+            if (said is None) != (claimed is None) or (said is not None and not math.isclose(
+                    claimed, said, rel_tol=1e-9, abs_tol=1e-12)):
+                problems.append(f"claimed_epsilon {claimed} is not the report's user-level epsilon {said}")
+        else:
+            across = report.get("record_level_across_devices")
+            if claimed is not None and across is not None and claimed > across["epsilon"]["max"] * (1 + 1e-9):
+                problems.append(f"claimed_epsilon {claimed} is above the largest record-level epsilon any device "
+                                f"reported ({across['epsilon']['max']})")
+        out.append(Finding(f"{name}.consistency", "fail" if problems else "pass", "; ".join(problems) or
+                           f"{a['correct']} of {a['guesses']} guesses correct on {a['canaries']} canaries "
+                           f"({a['included']} included); claimed epsilon: {claimed} ({a['claimed_source']})"))
+        if not recompute or problems:
+            continue
+        try:
+            again = epsilon_lower_bound(m=a["canaries"], r=a["guesses"], v=a["correct"], delta=a["delta"],
+                                        confidence=a["confidence"])
+        except ValueError as e:
+            out.append(Finding(f"{name}.recompute", "fail", f"cannot recompute the lower bound: {e}"))
+            continue
+        ok = math.isclose(again, bound, rel_tol=1e-6, abs_tol=1e-6)
+        out.append(Finding(f"{name}.recompute", "pass" if ok else "fail",
+                           f"lower bound {bound!r}, recomputed from m = {a['canaries']}, r = {a['guesses']}, v = "
+                           f"{a['correct']}, delta = {a['delta']:g}, confidence {a['confidence']:g}: {again!r}"))
+        if claimed is None:
+            out.append(Finding(f"{name}.below_claimed", "skip", f"no {a['level']} epsilon is claimed ("
+                                                                f"{a['claimed_source']}); the lower bound "
+                                                                f"{again:.4g} shows what the attack measured"))
+        elif again > claimed + ATOL:
+            out.append(Finding(f"{name}.below_claimed", "fail",
+                               f"PRIVACY BUG: the measured {a['level']} lower bound ε >= {again:.4g} "
+                               f"({a['confidence']:.0%} confidence) EXCEEDS the claimed ε = {claimed:.4g}: the "
+                               f"implementation leaks more than its accounting says (a correct one fails this check "
+                               f"with probability at most {1 - a['confidence']:.0%})"))
+        else:
+            out.append(Finding(f"{name}.below_claimed", "pass",
+                               f"measured lower bound {again:.4g} <= claimed ε = {claimed:.4g}"))
+        est = a.get("estimate")
+        if est is not None and claimed is not None:
+            e = math.inf if est["epsilon"] is None else est["epsilon"]
+            out.append(Finding(f"{name}.estimate", "pass" if e <= claimed + ATOL else "warn",
+                               f"one-shot estimate ε ≈ {e:.4g} from {est['inserted']} inserted canaries "
+                               + ("<=" if e <= claimed + ATOL else "> (an estimate, not a bound: sampling error "
+                                  "with few canaries can cause this; repeat with more canary clients)")
+                               + f" claimed ε = {claimed:.4g}"))
     return out
 
 

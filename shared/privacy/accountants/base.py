@@ -17,6 +17,7 @@ accountant was reset after a restart" impossible by construction; ledgers are sh
 from __future__ import annotations
 
 import abc
+import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,9 @@ from dp_accounting.privacy_accountant import UnsupportedEventError
 
 from fedrec.shared.privacy.errors import UnsupportedMechanism
 from fedrec.shared.privacy.ledger import ADJACENCY, compress_events
+
+_MEMO: dict[tuple, float] = {}
+_MEMO_SIZE = 4096
 
 
 class Accountant(abc.ABC):
@@ -88,7 +92,19 @@ class Accountant(abc.ABC):
         compressed = compress_events(events)
         if not compressed:
             return 0.0
-        return float(self._epsilon(compressed, delta))
+        # Memoised per process: the accountants are deterministic functions of (settings, events, delta), and a
+        # simulation worker asks the same question for many devices (same settings, same number of rounds).
+        try:
+            key = (type(self), json.dumps(self.settings(), sort_keys=True, default=str), self.adjacency,
+                   tuple(compressed), float(delta))
+            hash(key)
+        except TypeError:  # an event with an unhashable field: compute without the memo
+            return float(self._epsilon(compressed, delta))
+        if key not in _MEMO:
+            if len(_MEMO) >= _MEMO_SIZE:
+                _MEMO.pop(next(iter(_MEMO)))
+            _MEMO[key] = float(self._epsilon(compressed, delta))
+        return _MEMO[key]
 
     def cumulative_epsilons(self, batches: Sequence[Sequence[dp_event.DpEvent]], *, delta: float) -> list[float]:
         """Epsilon after batches[0], after batches[0] + batches[1], ... (the epsilon-over-rounds curve).

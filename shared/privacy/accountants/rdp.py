@@ -33,6 +33,9 @@ DEFAULT_ORDERS: tuple[float, ...] = tuple(
 )
 
 
+_CURVES: dict[tuple, list[float]] = {}
+
+
 class RdpAccountant(DpAccountingAccountant):
     """RDP over `orders` (default `DEFAULT_ORDERS`). Fast, composes incrementally; loose at tiny sampling rates."""
 
@@ -57,6 +60,14 @@ class RdpAccountant(DpAccountingAccountant):
     def cumulative_epsilons(self, batches: Sequence[Sequence[dp_event.DpEvent]], *, delta: float) -> list[float]:
         """Incremental: RDP adds up, so one accountant composes batch after batch and is read after each."""
         _check_delta(delta)
+        key = (self.adjacency, self._orders, tuple(tuple(b) for b in batches), float(delta))
+        if key not in _CURVES:  # memoised: many devices of a simulation share one curve (same settings, rounds)
+            if len(_CURVES) >= 1024:
+                _CURVES.pop(next(iter(_CURVES)))
+            _CURVES[key] = self._curve(batches, delta)
+        return list(_CURVES[key])
+
+    def _curve(self, batches: Sequence[Sequence[dp_event.DpEvent]], delta: float) -> list[float]:
         acc, out = self._new(), []
         for batch in batches:
             for event in batch:

@@ -1,0 +1,174 @@
+"""The server's side of secure aggregation (SecAgg+): drives `SecAggServer` through Flower's Grid.
+
+`run_federation` uses one `SecureRound` per round:
+
+1. `attach` adds the round's setup (a fresh 16-byte session id, the number of clients asked) to the ordinary
+   train messages; the clients train, clip, encode, keep their delta and answer with public keys (`read_keys`).
+2. `run` sends the three later stages as their own message types (`train.secagg_share_keys`,
+   `train.secagg_masked_input`, `train.secagg_unmask`), treats any error reply, malformed reply or missing
+   reply as a dropout, and returns the decoded sum of the surviving clients' clipped deltas, or the reason the
+   round was aborted (then nothing is released).
+
+What the server holds at the end: public keys, ciphertexts it cannot open, masked uploads that are uniform
+ring elements, the shares it asked for, and the exact sum (`SecureSum.total`). It never holds a client's delta.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedrec.shared.config import RunConfig
+from fedrec.shared.secagg import wire
+from fedrec.shared.secagg.errors import SecAggAborted
+from fedrec.shared.secagg.protocol import SESSION_BYTES, AdvertisedKeys, SecAggServer
+from fedrec.shared.secagg.settings import round_encoding, unflatten_state
+from fedrec.shared.wire import State
+
+log = logging.getLogger("fedrec.server")
+
+
+def _value_bytes(value: Any) -> int:
+    if isinstance(value, list):
+        return sum(_value_bytes(v) for v in value)
+    return len(value) if isinstance(value, bytes | str) else 8  # numbers travel as 64-bit values
+
+
+def _record_bytes(content: RecordDict) -> int:
+    """Payload bytes of a message's records: keys and values (ArrayRecords: Flower's own count). Flower's
+    `ConfigRecord.count_bytes` fails on an empty list (flwr 1.41), which a stage message may hold."""
+    total = 0
+    for record in content.values():
+        if isinstance(record, ConfigRecord):
+            total += sum(len(k) + _value_bytes(v) for k, v in record.items())
+        else:
+            total += int(record.count_bytes())
+    return total
+
+
+@dataclass
+class SecureSum:
+    """The outcome of one secure round.
+
+    `total`: the sum of the survivors' clipped deltas (decoded from the ring, float64 per tensor), None if the
+    round was aborted; `survivors`: the node ids whose deltas are in it; `aborted`: "<stage>: <reason>" or None;
+    `dropouts`: node id -> where and why it left; `info`: flat figures for the round row (parameters, stage
+    counts, bytes, seconds, the quantization error bound).
+    """
+
+    total: State | None
+    survivors: list[int]
+    aborted: str | None
+    dropouts: dict[int, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    bytes_down: dict[int, int] = field(default_factory=dict)
+
+    def client_rows(self, server_round: int) -> list[dict[str, Any]]:
+        """One clients.csv row per node that took part in a secure stage."""
+        nodes = sorted(set(self.bytes_up) | set(self.bytes_down) | set(self.dropouts))
+        return [{"round": server_round, "node": n, "phase": "secagg", "bytes_down": self.bytes_down.get(n, 0),
+                 "bytes_up": self.bytes_up.get(n, 0),
+                 "status": f"dropped at {self.dropouts[n]}" if n in self.dropouts else
+                 ("ok" if n in self.survivors else "aborted")} for n in nodes]
+
+
+class SecureRound:
+    """One round's secure aggregation: the setup sent with the train messages, then the remaining stages."""
+
+    def __init__(self, cfg: RunConfig, server_round: int, max_clients: int) -> None:
+        self.cfg = cfg
+        self.server_round = server_round
+        self.session = secrets.token_bytes(SESSION_BYTES)
+        self.encoding = round_encoding(cfg, max(1, max_clients))
+
+    def attach(self, messages: list[Message]) -> None:
+        """Add the round setup to the train messages (same session and encoding for every client)."""
+        setup = wire.round_setup_to_record(self.session, self.encoding.max_clients)
+        for m in messages:
+            m.content[wire.RECORD] = ConfigRecord(dict(setup))
+
+    @staticmethod
+    def read_keys(reply: Message) -> AdvertisedKeys:
+        """A train reply's advertised keys; KeyError/ValueError if malformed."""
+        return wire.keys_from(reply.content)
+
+    def run(self, grid: Grid, advertised: dict[int, AdvertisedKeys], template: State) -> SecureSum:
+        """Stages 1-3 over the Grid; the decoded sum of the survivors' deltas, or why the round was aborted."""
+        t0 = time.perf_counter()
+        dim = int(sum(v.size for v in template.values()))
+        out = SecureSum(total=None, survivors=[], aborted=None)
+        out.info.update({"secagg_ring_bits": self.encoding.ring_bits, "secagg_max_clients": self.encoding.max_clients,
+                         "secagg_advertised": len(advertised)})
+        server: SecAggServer | None = None
+        try:
+            server = SecAggServer(session=self.session, ring_bits=self.encoding.ring_bits, dim=dim,
+                                  advertised=advertised, degree=self.cfg.secagg_neighbours,
+                                  threshold_fraction=self.cfg.secagg_threshold_fraction)
+            out.info.update({"secagg_neighbours": server.degree, "secagg_threshold": server.threshold})
+            server.receive_share_keys(self._exchange(
+                grid, out, wire.SHARE_KEYS, server.share_keys_requests(), wire.share_keys_request_to_record,
+                wire.share_keys_reply_from))
+            server.receive_masked_inputs(self._exchange(
+                grid, out, wire.MASKED_INPUT, server.masked_input_requests(), wire.masked_input_request_to_record,
+                wire.masked_input_reply_from))
+            ring_sum = server.receive_unmask(self._exchange(
+                grid, out, wire.UNMASK, server.unmask_requests(), wire.unmask_request_to_record,
+                wire.unmask_reply_from))
+        except SecAggAborted as e:
+            out.aborted = str(e)
+        if server is not None:
+            out.info.update({f"secagg_{stage.replace('-', '_')}": n for stage, n in server.counts.items()})
+            for node, why in server.dropouts.items():
+                out.dropouts.setdefault(node, why)
+        if out.aborted is None and server is not None:
+            out.survivors = server.survivors
+            total = self.encoding.decode_sum(ring_sum, len(out.survivors))
+            out.total = unflatten_state(total, template, dtype=np.float64)  # float64: exact to the bound
+            bound = self.encoding.quantization_error_bound(dim, len(out.survivors))
+            out.info.update({"secagg_quantization_error_bound": bound["per_coordinate"],
+                             "secagg_quantization_error_bound_l2": bound["l2"]})
+        out.info["secagg_seconds"] = round(time.perf_counter() - t0, 3)
+        return out
+
+    def _exchange(self, grid: Grid, out: SecureSum, stage: str, requests: dict[int, Any],
+                  to_record: Callable[[Any], Any], parse: Callable[[RecordDict], Any]) -> dict[int, Any]:
+        """Send one stage's requests and parse the replies; error, malformed and missing replies are dropouts."""
+        label = stage.removeprefix("secagg_").replace("_", "-")  # the protocol's stage name, e.g. "share-keys"
+        messages, down, up = [], 0, 0
+        for node, req in requests.items():
+            content = RecordDict({wire.RECORD: to_record(req)})
+            size = _record_bytes(content)
+            out.bytes_down[node] = out.bytes_down.get(node, 0) + size
+            down += size
+            messages.append(Message(content, dst_node_id=node, message_type=wire.MESSAGE_TYPES[stage]))
+        timeout = self.cfg.secagg_stage_timeout or None
+        replies = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
+        parsed: dict[int, Any] = {}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if node not in requests:
+                continue
+            if reply.has_error():
+                out.dropouts.setdefault(node, f"{label}: {reply.error.reason}")
+                continue
+            try:
+                parsed[node] = parse(reply.content)
+            except (KeyError, ValueError) as e:
+                out.dropouts.setdefault(node, f"{label}: malformed reply ({e})")
+                continue
+            size = _record_bytes(reply.content)
+            out.bytes_up[node] = out.bytes_up.get(node, 0) + size
+            up += size
+        key = label.replace("-", "_")
+        out.info[f"secagg_bytes_down_{key}"] = down
+        out.info[f"secagg_bytes_up_{key}"] = up
+        return parsed

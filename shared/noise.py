@@ -1,0 +1,35 @@
+"""Turn target epsilons into noise multipliers, once, before a run starts (public settings only).
+
+`record-target-epsilon` (device, DP-SGD) and `user-target-epsilon` (server, DP-FedAvg) are resolved here into
+`record-noise-multiplier` / `user-noise-multiplier` with the accountant that will budget and report the spend,
+over the planned composition: `record-target-rounds` rounds of K-slot DP-SGD for a device, `num-server-rounds`
+releases for the run. Unless a budget is set explicitly, the target also becomes the budget, so a device that is
+sampled more often than planned declines instead of exceeding it.
+"""
+
+from __future__ import annotations
+
+from fedrec.shared.config import RunConfig
+from fedrec.shared.dp_fedavg import default_delta
+from fedrec.shared.dp_sgd import OPACUS_ACCOUNTANTS, plan_round
+from fedrec.shared.privacy.calibrate import record_noise_for, user_noise_for
+
+
+def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
+    """`cfg` with noise multipliers (and default budgets) derived from its target epsilons, if any."""
+    changes: dict[str, float] = {}
+    if cfg.record_dp and cfg.record_target_epsilon > 0:
+        plan = plan_round(cfg)
+        changes["record_noise_multiplier"] = record_noise_for(
+            target_epsilon=cfg.record_target_epsilon, rounds=cfg.record_target_rounds, sample_rate=plan.sample_rate,
+            steps=plan.steps, delta=cfg.record_delta, accountant=OPACUS_ACCOUNTANTS[cfg.record_accountant])
+        if cfg.record_epsilon_max <= 0:
+            changes["record_epsilon_max"] = cfg.record_target_epsilon
+    if cfg.user_dp and cfg.user_target_epsilon > 0:
+        q = cfg.clients_sampled(population) / population if cfg.client_sampling == "poisson" else None
+        changes["user_noise_multiplier"] = user_noise_for(
+            target_epsilon=cfg.user_target_epsilon, rounds=cfg.num_server_rounds, sample_rate=q,
+            delta=cfg.user_delta or default_delta(population))
+        if cfg.user_epsilon_max <= 0:
+            changes["user_epsilon_max"] = cfg.user_target_epsilon
+    return cfg.replace(**changes) if changes else cfg

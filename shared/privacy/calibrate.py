@@ -1,0 +1,96 @@
+"""Noise multipliers from a target epsilon: the smallest z whose planned releases stay within the target.
+
+Why here and not Opacus' `get_noise_multiplier`: the same search has to serve both guarantees (DP-SGD on a
+device, DP-FedAvg on the server), with the accountant that will later report and budget the spend, and over
+the whole planned composition (several rounds), not one training run. The search is a bisection on z: epsilon
+of a fixed composition falls as z grows. The result errs on the private side (epsilon(z) <= target) and is
+within 1% of the smallest such z.
+
+`resolve_targets(cfg, population)` turns `record-target-epsilon` / `user-target-epsilon` settings into the
+noise multipliers the rest of the code uses, before anything is trained; the target and its planned
+composition stay in the config, so a report reader can see how z was chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dp_accounting import dp_event
+
+from fedrec.shared.privacy.accountants import make_accountant
+from fedrec.shared.privacy.ledger import dpfedavg_event, dpsgd_event
+
+Z_MIN, Z_MAX = 0.1, 500.0
+
+
+def calibrate_noise(plan: Callable[[float], list[dp_event.DpEvent]], *, target_epsilon: float, delta: float,
+                    accountant: str, tolerance: float = 0.01) -> float:
+    """The smallest z (to `tolerance`, relative) with epsilon(plan(z)) <= target_epsilon at `delta`.
+
+    Two stages, because tight accountants (PLD, PRV) get very slow at small z: bracket and bisect with
+    dp-accounting's RDP first (cheap), then bisect with `accountant` between half that z and a z it accepts.
+    Raises ValueError if even z = Z_MAX cannot meet the target.
+    """
+    if target_epsilon <= 0:
+        raise ValueError(f"target epsilon must be > 0, found {target_epsilon!r}")
+
+    def fits(acc_name: str) -> Callable[[float], bool]:
+        acc = make_accountant(acc_name)
+        return lambda z: acc.epsilon(plan(z), delta=delta) <= target_epsilon
+
+    rdp_fits = fits("rdp")
+    if not rdp_fits(Z_MAX) and not fits(accountant)(Z_MAX):
+        raise ValueError(f"target epsilon {target_epsilon} at delta {delta} is out of reach: even z = {Z_MAX} "
+                         f"exceeds it with {accountant}")
+    lo, hi = _bracket(rdp_fits)
+    z = _bisect(rdp_fits, lo, hi, tolerance)
+    if accountant == "rdp":
+        return z
+    ok = fits(accountant)
+    hi = z
+    while not ok(hi):  # the tight accountant should accept RDP's z; if not, search upwards
+        hi = min(hi * 2, Z_MAX)
+        if hi == Z_MAX:
+            break
+    return _bisect(ok, max(Z_MIN, hi / 2), hi, tolerance)
+
+
+def _bracket(ok: Callable[[float], bool]) -> tuple[float, float]:
+    """(lo, hi) with ok(hi) and (not ok(lo) or lo == Z_MIN), by doubling or halving from z = 1."""
+    z = 1.0
+    if ok(z):
+        while z > Z_MIN and ok(z / 2):
+            z /= 2
+        return max(Z_MIN, z / 2), z
+    while z < Z_MAX and not ok(z):
+        z *= 2
+    return z / 2, min(z, Z_MAX)
+
+
+def _bisect(ok: Callable[[float], bool], lo: float, hi: float, tolerance: float) -> float:
+    """Smallest accepted z in [lo, hi] to `tolerance` (relative); assumes ok(hi) and monotonicity."""
+    if ok(lo):
+        return lo
+    while hi / lo > 1 + tolerance:
+        mid = (lo * hi) ** 0.5
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def record_noise_for(*, target_epsilon: float, rounds: int, sample_rate: float, steps: int, delta: float,
+                     accountant: str) -> float:
+    """DP-SGD z such that `rounds` rounds of `steps` Poisson-sampled steps at rate q stay within the target."""
+    return calibrate_noise(
+        lambda z: [dpsgd_event(noise_multiplier=z, sample_rate=sample_rate, steps=steps)] * rounds,
+        target_epsilon=target_epsilon, delta=delta, accountant=accountant)
+
+
+def user_noise_for(*, target_epsilon: float, rounds: int, sample_rate: float | None, delta: float,
+                   accountant: str = "pld") -> float:
+    """DP-FedAvg z such that `rounds` releases (Poisson rate q, or no amplification if None) stay within target."""
+    return calibrate_noise(
+        lambda z: [dpfedavg_event(noise_multiplier=z, sample_rate=sample_rate)] * rounds,
+        target_epsilon=target_epsilon, delta=delta, accountant=accountant)

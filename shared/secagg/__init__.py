@@ -1,0 +1,19 @@
+"""Secure aggregation: SecAgg+ (Bell et al., CCS 2020) over the masking protocol of Bonawitz et al. (CCS 2017).
+
+The server learns the sum of the clients' clipped, fixed-point-encoded adapter deltas and nothing else about
+any single client's delta, as long as it follows the protocol and fewer than t clients collude with it. Clients
+may drop out at any stage; the round completes if every secret needed to unmask the sum can be reconstructed
+from t shares, and aborts cleanly (nothing released) otherwise.
+
+One job per module, in dependency order:
+
+* `errors`   - `SecAggAborted` (the server gives the round up) and `SecAggProtocolError` (a client refuses).
+* `encoding` - fixed-point encoding of a clipped vector into Z_2^32 or Z_2^64 such that a sum cannot overflow.
+* `prg`      - mask expansion: HKDF-SHA256 key derivation and a ChaCha20 keystream as ring words.
+* `crypto`   - X25519 key agreement, AES-256-GCM share transport, Shamir sharing of 32-byte secrets.
+* `graph`    - the k-regular communication graph, its degree and the reconstruction threshold t.
+* `protocol` - Flower-free client and server state machines of the four stages.
+* `wire`     - the stage messages as Flower records (what crosses the wire, and nothing else).
+
+`docs/secure-aggregation.md` describes the protocol, the message flow, the threat model and the parameters.
+"""
