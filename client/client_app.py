@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrec.client import secure_aggregation
-from fedrec.client.device_state import PROPOSED_STATE_ROOT, DeviceState, resolve_state_dir
+from fedrec.client.device_state import NODE_STATE_DIR, PROPOSED_STATE_ROOT, DeviceState, resolve_state_dir
 from fedrec.client.privacy_report import write_device_report
 from fedrec.shared.audit import (
     AUDIT_KEY,
@@ -143,6 +143,8 @@ def train(msg: Message, context: Context) -> Message:
             return Message(RecordDict({"metrics": declined}), reply_to=msg)
         if store is not None:
             store.save_ledger(ledger)  # charged before the update leaves the device
+            if NODE_STATE_DIR in context.node_config:  # a real device keeps the adapter for offline use
+                store.save_adapter(global_state, server_round=server_round)
         save_record_ledger(context, ledger)
         if store is not None:
             run_id = str(context.state["round"]["run-id"]) or f"flower-run-{context.run_id}"

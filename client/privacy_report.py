@@ -57,6 +57,7 @@ def write_device_report(state: DeviceState, cfg: RunConfig, ledger: PrivacyLedge
         cross_check=("rdp",),  # dp-accounting RDP, independent of Opacus; PLD costs ~2 s a round on a device
     )
     report = build_device_report(run_id=run_id, device_id=device_id, scope=scope, record_level=inputs)
-    path = write_report(sign_report(report, state.signing_key()), state.report_path)
-    atomic_write_text(path.with_suffix(".md"), render_markdown(report))
+    signed = sign_report(report, state.signing_key())
+    path = write_report(signed, state.report_path)
+    atomic_write_text(path.with_suffix(".md"), render_markdown(signed))
     return path

@@ -120,6 +120,7 @@ def write_run_report(run: Path, cfg: RunConfig, dp: UserLevelDP | None, *, round
     key_path = Path(cfg.server_key) if cfg.server_key else run.parent / "server-ed25519.pem"
     key = load_or_create_private_key(key_path)
     save_public_key(key, run / "server-ed25519.pub")
-    path = write_report(sign_report(report, key), run / REPORT)
-    write_rendered(report, run, stem="privacy-report")
+    signed = sign_report(report, key)
+    path = write_report(signed, run / REPORT)
+    write_rendered(signed, run, stem="privacy-report")  # rendered from the signed report: it names the signer
     return path

@@ -91,7 +91,8 @@ class RunConfig:
         metadata={"help": "under DP, devices also send loss, example and token counts in the clear (simulation only)"},
     )
     device_state_dir: str = field(
-        default="", metadata={"help": "simulation: root of the devices' state dirs (default: <run-dir>/devices)"}
+        default="",
+        metadata={"help": "simulation: root of the devices' state dirs (default: <run-dir>/<run-name>/devices)"},
     )
     # federation
     num_server_rounds: int = field(default=20, metadata={"help": "number of federated rounds"})

@@ -342,6 +342,8 @@ def test_restarted_device_keeps_its_ledger_and_signs_a_report_that_verifies(mode
     assert report["device_id"] == "partition-4"
     assert report["record_level"]["accounting"]["epsilon"] == pytest.approx(two_rounds)
     assert (state_dir / "privacy-report.md").read_text().startswith("# ")
+    assert "unsigned" not in (state_dir / "privacy-report.md").read_text()  # rendered from the signed report
+    assert (state_dir / "adapter.safetensors").is_file()  # a real device keeps the global adapter for offline use
 
 
 def test_device_budget_in_its_node_config_caps_a_laxer_run_setting(model: Recommender, tmp_path: Path) -> None:

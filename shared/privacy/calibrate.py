@@ -6,8 +6,8 @@ the whole planned composition (several rounds), not one training run. The search
 of a fixed composition falls as z grows. The result errs on the private side (epsilon(z) <= target) and is
 within 1% of the smallest such z.
 
-`resolve_targets(cfg, population)` turns `record-target-epsilon` / `user-target-epsilon` settings into the
-noise multipliers the rest of the code uses, before anything is trained; the target and its planned
+`fedrec.shared.noise.resolve_noise(cfg, population)` turns `record-target-epsilon` / `user-target-epsilon`
+settings into the noise multipliers the rest of the code uses, before anything is trained; the target and its planned
 composition stay in the config, so a report reader can see how z was chosen.
 """
 

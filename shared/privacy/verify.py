@@ -309,7 +309,7 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
 
     # -- delta vs population
     n, delta = samp["population"], acc["delta"]
-    who = "users" if level == USER_LEVEL else "records on the device"
+    who = "users" if level == USER_LEVEL else "example slots on the device"
     out.append(f("delta.population", delta < 1 / n, f"delta {delta:g} {'<' if delta < 1 / n else '>='} 1/N = "
                  f"{1 / n:.3g} (N = {n} {who})" + ("" if delta < 1 / n else
                                                    ": a mechanism that publishes one unit's data can meet it")))
