@@ -406,13 +406,14 @@ def guarantee_statement(level: str, g: Mapping[str, Any], scope: Mapping[str, An
         span = f"{comp['releases']} released aggregates in {comp['rounds_run']} rounds"
         extra = ""
     else:
-        who, unit_word, clip = "each training record on this device", "record", "each per-example gradient"
+        who, unit_word, clip = ("each training-example slot on this device (a single listening record: see the "
+                                "privacy unit)", "example slot", "each per-example gradient")
         if samp["method"] == "poisson":
-            sampling = (f"each step samples every one of the device's {samp['population']} records independently "
+            sampling = (f"each step samples every one of the device's {samp['population']} slots independently "
                         f"with probability q = {_num(samp['sample_rate'])} (expected batch "
                         f"{_num(samp['expected_sample_size'])})")
         else:
-            sampling = f"no amplification by sampling is claimed ({samp['population']} records)"
+            sampling = f"no amplification by sampling is claimed ({samp['population']} slots)"
         span = f"{comp['local_steps']} DP-SGD steps in the {comp['rounds_run']} rounds this device trained in"
         extra = (" This is not a user-level guarantee: it does not bound what the updates reveal about this "
                  "user's listening history as a whole.")
