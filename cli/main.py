@@ -45,6 +45,8 @@ def simulate(
     set_: Annotated[list[str], typer.Option("--set", "-s", help="any other setting, KEY=VALUE (repeatable); "
                                             "see `fedrec settings`")] = [],  # noqa: B006
     num_cpus: Annotated[int, typer.Option(help="CPUs Ray may use (1 per virtual client)")] = 0,
+    engine: Annotated[str, typer.Option(help="'ray' (Flower's simulation engine) or 'inprocess' (the same apps "
+                                        "in this process: one GPU, sweeps)")] = "ray",
     secure_aggregation: Annotated[bool | None, typer.Option(
         "--secure-aggregation/--no-secure-aggregation",
         help="SecAgg+: the server sees only masked uploads and their sum (default: the setting's default)")] = None,
@@ -55,6 +57,10 @@ def simulate(
 ) -> None:
     """Simulate a whole federation on this machine: one virtual client per user (Flower + Ray)."""
     from fedrec.shared.config import ConfigError, RunConfig
+
+    if engine not in ("ray", "inprocess"):
+        console.print(f"[red]error:[/red] --engine must be 'ray' or 'inprocess', found {engine!r}")
+        raise typer.Exit(2)
 
     values: dict[str, Any] = _overrides(set_)
     for key, value, unset in (("data", data, ""), ("model", model, ""), ("num-server-rounds", rounds, 0),
@@ -91,7 +97,7 @@ def simulate(
                           f"  {payload['wall_seconds']:6.1f} s{ev}")
 
     try:
-        run = run_sim(cfg, on_event=on_event, num_cpus=num_cpus or None)
+        run = run_sim(cfg, on_event=on_event, num_cpus=num_cpus or None, engine=engine)
     except Exception as e:  # noqa: BLE001 - report any failure clearly and exit non-zero
         console.print(f"[red]simulation failed:[/red] {type(e).__name__}: {e}")
         raise typer.Exit(1) from None

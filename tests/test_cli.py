@@ -56,3 +56,18 @@ def test_settings_lists_every_setting():
     assert result.exit_code == 0
     for key in RunConfig().to_flwr():
         assert key in result.output
+
+
+def test_simulate_in_process_engine_runs_the_same_apps(tiny_llama_dir, tmp_path):
+    """`--engine inprocess` runs the real server loop and ClientApp in this process and writes a normal run."""
+    result = runner.invoke(app, ["simulate", "--engine", "inprocess", "--data", "synthetic:users=6,items=40,seed=1",
+                                 "--model", str(tiny_llama_dir), "--rounds", "1", "--clients-per-round", "3",
+                                 "--run-dir", str(tmp_path), "--run-name", "inproc"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rounds = json.loads((tmp_path / "inproc" / "rounds.json").read_text())
+    assert rounds[0]["status"] == "ok" and rounds[0]["updates"] == 3 and "eval_ndcg@10" in rounds[0]
+
+
+def test_simulate_rejects_an_unknown_engine():
+    result = runner.invoke(app, ["simulate", "--engine", "spark"], terminal_width=200)
+    assert result.exit_code == 2 and "--engine must be 'ray' or 'inprocess'" in result.output
