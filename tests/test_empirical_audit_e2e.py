@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import fedrec.simulations.simulate as simulate_module
 from fedrec.cli.main import app
 from fedrec.shared.config import RunConfig
 from fedrec.shared.federation_data import load_federation
@@ -77,10 +76,7 @@ def dp_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> tu
                "record-noise-multiplier=3.0", "record-accountant=rdp", "user-dp=true", "user-noise-multiplier=3.0",
                "client-sampling=poisson"):
         args += ["--set", kv]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(simulate_module, "simulate", lambda cfg, on_event=None, num_cpus=None:
-                   simulate_module.simulate_inprocess(cfg, on_event))
-        result = runner.invoke(app, args, terminal_width=200)
+    result = runner.invoke(app, args + ["--engine", "inprocess"], terminal_width=200)
     assert result.exit_code == 0, result.output
     return parent / "audit-dp", result.output
 
