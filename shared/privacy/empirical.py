@@ -34,7 +34,7 @@ the epsilon of the pair of Gaussians (N(0, 1/d), N(mu, sigma^2)) at delta (`gaus
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,16 +93,25 @@ def epsilon_lower_bound(*, m: int, r: int, v: int, delta: float, confidence: flo
 
     if not rejected(0.0):
         return 0.0
+    # p -> P[Bin(r, 1) >= v] = 1 as eps grows, so the bracket search ends
+    return _flip_point(rejected, tolerance=tolerance)[0]
+
+
+def _flip_point(still: Callable[[float], bool], *, tolerance: float, cap: float = math.inf) -> tuple[float, float]:
+    """(lo, hi) within `tolerance` with still(lo) and not still(hi), for a predicate true at 0 that turns false
+    once as eps grows: doubling from 1 to bracket, then bisection. hi is inf if still(cap) holds."""
     lo, hi = 0.0, 1.0
-    while rejected(hi):  # p -> P[Bin(r, 1) >= v] = 1 as eps grows, so this ends
+    while still(hi):
         lo, hi = hi, 2.0 * hi
+        if hi > cap:
+            return lo, math.inf
     while hi - lo > tolerance * max(1.0, hi):
         mid = 0.5 * (lo + hi)
-        if rejected(mid):
+        if still(mid):
             lo = mid
         else:
             hi = mid
-    return lo
+    return lo, hi
 
 
 def one_run_guesses(scores: Sequence[float] | np.ndarray, *, k_plus: int, k_minus: int) -> np.ndarray:
@@ -231,18 +240,7 @@ def gaussian_pair_epsilon(mu0: float, sigma0: float, mu1: float, sigma1: float, 
 
     if ok(0.0):
         return 0.0
-    lo, hi = 0.0, 1.0
-    while not ok(hi):
-        lo, hi = hi, 2.0 * hi
-        if hi > 1e6:
-            return math.inf
-    while hi - lo > tolerance * max(1.0, hi):
-        mid = 0.5 * (lo + hi)
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return _flip_point(lambda eps: not ok(eps), tolerance=tolerance, cap=1e6)[1]
 
 
 @dataclass(frozen=True, kw_only=True)

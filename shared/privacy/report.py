@@ -150,8 +150,8 @@ class Mechanism:
 class Sampling:
     """How the units taking part in each release were chosen, out of a population of `population`.
 
-    User-level: clients per round out of N users. Record-level: records per DP-SGD step out of the device's
-    records. Only Poisson sampling from a fixed, known population earns amplification; otherwise use
+    User-level: clients per round out of N users. Record-level: example slots per DP-SGD step out of the device's
+    K slots. Only Poisson sampling from a fixed, known population earns amplification; otherwise use
     `no_amplification` and account each release as a plain Gaussian.
     """
 
@@ -438,7 +438,8 @@ def across_devices_statement(block: Mapping[str, Any]) -> str:
     return (f"Record-level, per device: across the {block['devices']} devices that reported, record-level ε at "
             f"δ = {block['delta']:.3g} ranges from {_num(e['min'])} to {_num(e['max'])} (median {_num(e['median'])}, "
             f"90th percentile {_num(e['p90'])}; {block['accountant']} accountant). Each figure protects one "
-            f"training example of one device (a bucket of its listening records; a single record is covered at "
+            f"training-example slot of one device (one of its K fixed slots of listening records; a single record is "
+            f"covered at "
             f"(2ε, (1+e^ε)δ) by group privacy), not a user's whole history, and is {block['source']}.")
 
 

@@ -15,7 +15,7 @@ The checks, per guarantee section (``user_level`` or ``record_level``):
 ``mechanism.noise``    every release used the declared noise multiplier ("noise as configured").
 ``sampling.declared``  the ledger's events have the declared sampling (Poisson at rate q, or none) and
                        q = expected sample size / population.
-``delta.population``   delta < 1/N (user-level: N users; record-level: N = the device's records).
+``delta.population``   delta < 1/N (user-level: N users; record-level: N = the device's K example slots).
 ``epsilon.recompute``  the reported epsilon, recomputed from the ledger with the declared accountant and settings.
 ``epsilon.cross_check`` every cross-check figure in the report, recomputed.
 ``epsilon.independent`` an accountant independent of the one that produced the figure (other method or other
