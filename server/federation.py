@@ -255,7 +255,9 @@ def _evaluate(grid: Grid, nodes: list[int], state: State, cfg: RunConfig, server
               client_rows: list[dict[str, Any]], run: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     rng = np.random.default_rng([cfg.seed, 1, server_round])
-    k = max(1, int(round(cfg.fraction_evaluate * len(nodes))))
+    # a sample every `evaluate-every` rounds keeps evaluation from dominating; the final one covers every user
+    fraction = cfg.fraction_evaluate_final if server_round == cfg.num_server_rounds else cfg.fraction_evaluate
+    k = max(1, int(round(fraction * len(nodes))))
     chosen = _sample(nodes, k, rng)
     replies = grid.send_and_receive(_messages(grid, chosen, MessageType.EVALUATE, state, cfg, server_round, run))
     total = RankingMetrics(num_items=num_items)

@@ -101,6 +101,8 @@ class RunConfig:
         default=0.0, metadata={"help": "sample this fraction of all clients per round instead (0 = use the count)"}
     )
     fraction_evaluate: float = field(default=1.0, metadata={"help": "fraction of evaluable clients evaluated"})
+    fraction_evaluate_final: float = field(default=1.0, metadata={
+        "help": "fraction evaluated after the last round (1 = every user, whatever fraction-evaluate is)"})
     evaluate_every: int = field(default=5, metadata={"help": "evaluate every k rounds (and after the last)"})
     aggregation_weights: str = field(default="equal", metadata={"help": "'equal' or 'examples'"})
     server_learning_rate: float = field(default=1.0, metadata={"help": "global += lr * mean(delta)"})
@@ -180,6 +182,7 @@ class RunConfig:
                   "and audit-canaries")
         check(0.0 <= self.fraction_train <= 1.0, "fraction_train", "must be in [0, 1]")
         check(0.0 < self.fraction_evaluate <= 1.0, "fraction_evaluate", "must be in (0, 1]")
+        check(0.0 < self.fraction_evaluate_final <= 1.0, "fraction_evaluate_final", "must be in (0, 1]")
         check(self.temperature > 0, "temperature", "must be > 0")
         check(self.learning_rate > 0, "learning_rate", "must be > 0")
         check(self.bias_learning_rate >= 0, "bias_learning_rate", "must be >= 0")

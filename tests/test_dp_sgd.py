@@ -184,6 +184,25 @@ def test_update_check_refuses_when_weights_do_not_move(model: Recommender) -> No
         check.verify()
 
 
+def test_update_check_catches_a_frozen_weight_changed_in_place(model: Recommender) -> None:
+    """Frozen tensors are fingerprinted, not copied: an in-place change (even through a view) is still caught."""
+    # Prepare
+    check = dp_sgd._UpdateCheck(model, make_optimizer(model, CFG))  # type: ignore[arg-type]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    frozen = next(p for p in model.parameters() if not p.requires_grad)
+    # Execute: move every trainable tensor (a real step would), and nudge one frozen tensor through a view
+    with torch.no_grad():
+        for p in trainable:
+            p.add_(1.0)
+        frozen.view(-1)[:1].add_(0.0)  # same value, but written in place: the check cannot know it is harmless
+    # Assert
+    with pytest.raises(DpSgdError, match=r"1 frozen tensors did"):
+        check.verify()
+    with torch.no_grad():
+        for p in trainable:
+            p.sub_(1.0)
+
+
 def test_empty_poisson_batch_still_adds_noise_and_counts(model: Recommender, tiny_data,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """With every Poisson sample empty, each step still adds noise, moves the weights and is charged."""

@@ -244,3 +244,31 @@ def test_shared_lora_scoring_table_matches_training_item_tower(eval_model, tiny_
     for j in (0, 17, len(catalog) - 1):
         ids, mask = tokenize(eval_model.backbone.tokenizer, [texts[j]], cfg.item_tokens)
         torch.testing.assert_close(table[j], eval_model.encode_items(ids, mask)[0], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_shared_lora_catalog_is_encoded_once_per_adapter(eval_model, tiny_data, monkeypatch) -> None:
+    """Evaluating many users with one global adapter encodes the catalog once, and again only when it changes."""
+    # Prepare
+    import fedrec.shared.training as training
+
+    catalog, _ = tiny_data
+    cfg = RunConfig(item_tower="shared-lora")
+    frozen_table = eval_model.catalog.clone()
+    calls = []
+    real = training.encode_texts
+    monkeypatch.setattr(training, "encode_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    lora = next(p for n, p in eval_model.named_parameters() if p.requires_grad and "lora_B" in n)
+    try:
+        # Execute: three users with the same adapter, then a changed adapter
+        for _ in range(3):
+            prepare_for_scoring(eval_model, catalog, cfg)
+        once = len(calls)
+        lora.add_(0.01)
+        prepare_for_scoring(eval_model, catalog, cfg)
+        lora.sub_(0.01)
+    finally:
+        eval_model.catalog = frozen_table
+    # Assert
+    assert once == 1
+    assert len(calls) == 2
