@@ -11,8 +11,9 @@ they compared with the bits (`fedrec.shared.privacy.empirical`). Results go to `
 and into the run's privacy report (`empirical_audit`).
 
 Canary clients are the auditor's own virtual clients. In a simulation they are the partitions after the real
-users'; since node ids are random, the server asks every node once which it is (a query message, the
-"handshake"). A deployment would register its canary clients itself and skip that question.
+users'; since node ids are random, the server learns which node is which from the partition handshake at the
+start of the run (`fedrec.server.node_order`), or else asks every node once (a query message). A deployment would
+register its canary clients itself and skip that question.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from fedrec.shared.audit import (
     ROLE_METRIC,
     AuditInstructions,
     RecordCanary,
+    canary_client_index,
     canary_direction,
     canary_examples,
     cosine_with,
@@ -108,12 +110,20 @@ class ServerAudit:
 
     @classmethod
     def start(cls, grid: Grid, cfg: RunConfig, run: Path, *, nodes: list[int], users: int,
-              catalog: Catalog) -> ServerAudit | None:
-        """Identify the canary clients among `nodes`, draw everything, write canaries.json; None if no audit."""
+              catalog: Catalog, seed: int | None = None,
+              partitions: Mapping[int, int] | None = None) -> ServerAudit | None:
+        """Identify the canary clients among `nodes`, draw everything, write canaries.json; None if no audit.
+
+        `seed`: a resumed run's secret seed (from its checkpoint), so it draws the same canaries, hosts and bits;
+        with `nodes` in partition order (`fedrec.server.node_order`) the hosts are the same users too.
+        `partitions`: node id -> partition, when the partition handshake already asked (then the canary clients
+        are the last partitions, as each node computes itself, and no second query goes out).
+        """
         if not (cfg.audit_canaries or cfg.audit_canary_clients):
             return None
         t0 = time.perf_counter()
-        roles = identify_canary_clients(grid, nodes, cfg.audit_canary_clients)
+        roles = (canary_roles(partitions, nodes, cfg.audit_canary_clients) if partitions else
+                 identify_canary_clients(grid, nodes, cfg.audit_canary_clients))
         real = [n for n in nodes if n not in roles]
         if len(real) != users:
             raise AuditError(f"{len(real)} nodes are users' devices but the data set has {users} users")
@@ -121,7 +131,7 @@ class ServerAudit:
         if m > len(real):
             raise AuditError(f"audit-canaries: at most one record canary per device, so at most {len(real)} "
                              f"(the number of users); found {m}")
-        seed = cfg.audit_seed or secrets.randbits(63)
+        seed = seed or cfg.audit_seed or secrets.randbits(63)
         rng = np.random.default_rng([seed, 0xA0D17])
         canaries = draw_record_canaries(len(catalog), m, rng) if m else []
         hosts = [real[int(i)] for i in rng.choice(len(real), size=m, replace=False)] if m else []
@@ -249,6 +259,16 @@ def _entry(level: str, method: str, canary: str, score: str, result, claimed: fl
             "guesses_in": r["guesses_in"], "guesses_out": r["guesses_out"], "guesses": result.guesses,
             "correct": r["correct"], "confidence": r["confidence"], "delta": r["delta"],
             "epsilon_lower_bound": r["epsilon_lower_bound"], "claimed_epsilon": claimed, "claimed_source": source}
+
+
+def canary_roles(partitions: Mapping[int, int], nodes: list[int], canary_clients: int) -> dict[int, int]:
+    """{node id: canary index} from the nodes' partitions (the last `canary_clients` partitions are canaries)."""
+    roles = {n: i for n in nodes if (i := canary_client_index(partitions[n], len(nodes), canary_clients)) is not None}
+    if sorted(roles.values()) != list(range(canary_clients)):
+        raise AuditError(f"audit: expected canary clients 0..{canary_clients - 1} among the partitions, found "
+                         f"indices {sorted(roles.values())[:10]} (a simulation needs one SuperNode per user plus one "
+                         "per canary client)")
+    return roles
 
 
 def identify_canary_clients(grid: Grid, nodes: list[int], canary_clients: int) -> dict[int, int]:

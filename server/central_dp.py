@@ -9,13 +9,16 @@
   sampling is not controlled: "no amplification"), kept in a `PrivacyLedger` saved with every round.
 - Randomness: sampling and noise come from numpy PCG64 generators seeded from 128-bit secrets drawn with
   `secrets`, so nobody who sees the released adapters can predict who was sampled or the noise. Not a CSPRNG
-  stream and no floating-point hardening (Mironov 2012); the report says so.
+  stream and no floating-point hardening (Mironov 2012); the report says so. A resumable run keeps the
+  generators' states in its secret checkpoint (`secret_state`/`restore`, `fedrec.server.checkpoint`).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +53,25 @@ class UserLevelDP:
         self.ledger = PrivacyLedger(guarantee="user-level", subject="run")
         self._sampler = np.random.default_rng(secrets.randbits(128))
         self._noise = np.random.default_rng(secrets.randbits(128))
+
+    def secret_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps to continue this run exactly (`fedrec.server.checkpoint`): the ledger and both
+        generators' states. Secret: they determine who was and will be sampled and the noise (PCG64 can be
+        stepped backwards, so they also reveal past noise)."""
+        return {"ledger": self.ledger.dumps(), "sampler": self._sampler.bit_generator.state,
+                "noise": self._noise.bit_generator.state}
+
+    def restore(self, state: Mapping[str, Any], *, where: str) -> None:
+        """Continue from `secret_state()`: the same ledger, and generators that go on exactly where they were."""
+        ledger = PrivacyLedger.loads(str(state["ledger"]), where=f"{where}: ledger")
+        if ledger.guarantee != "user-level":
+            raise ValueError(f"{where}: expected a user-level ledger, found a {ledger.guarantee} one")
+        for name in ("sampler", "noise"):
+            if dict(state[name]).get("bit_generator") != "PCG64":
+                raise ValueError(f"{where}: {name} generator state is not a PCG64 state")
+        self.ledger = ledger
+        self._sampler.bit_generator.state = dict(state["sampler"])
+        self._noise.bit_generator.state = dict(state["noise"])
 
     @property
     def poisson(self) -> bool:

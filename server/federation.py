@@ -2,7 +2,9 @@
 
 Per round: sample clients, send them the global adapter, collect adapter deltas, average them, update the
 global adapter, evaluate every `evaluate-every` rounds (federated: each client ranks the catalog for its own
-held-out item and returns metric sums), write everything to the run directory.
+held-out item and returns metric sums), checkpoint the run (`server.checkpoint`: secret generator states, ledger,
+adapter), and only then write the round's public outputs to the run directory, so a resumed run never releases a
+round twice. Nodes are ordered by the partition they hold before any sampling (`server.node_order`).
 
 The loop talks to the Grid directly rather than through a stock strategy because the privacy layers that come
 next (client sampling the accountant can rely on, clipped deltas, noise on the sum, secure-aggregation stages)
@@ -25,16 +27,27 @@ from flwr.serverapp import Grid
 from fedrec.server.aggregate import apply_update, weighted_mean
 from fedrec.server.audit import ServerAudit, user_level_epsilon
 from fedrec.server.central_dp import UserLevelDP
+from fedrec.server.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    mark_finished,
+    note_resumed,
+    resumable_config,
+    save_checkpoint,
+    state_path,
+)
+from fedrec.server.deployment import message_config, server_population, start_deployment
+from fedrec.server.node_order import NodeOrder, order_nodes
 from fedrec.server.privacy_report import write_run_report
 from fedrec.server.secure_aggregation import SecureRound
 from fedrec.shared.config import RunConfig
 from fedrec.shared.dp_fedavg import clip_state
-from fedrec.shared.federation_data import load_federation
 from fedrec.shared.metrics import RankingMetrics
-from fedrec.shared.model import trainable_state
 from fedrec.shared.noise import resolve_noise
 from fedrec.shared.run_dir import new_run_dir, write_adapter, write_catalog, write_config, write_rows
 from fedrec.shared.training import build_model
+from fedrec.shared.training import initial_state as seeded_adapter
 from fedrec.shared.wire import State, check_delta, record_to_metrics, record_to_state, state_bytes, state_to_record
 
 log = logging.getLogger("fedrec.server")
@@ -67,7 +80,7 @@ def _messages(grid: Grid, nodes: list[int], kind: str, state: State, cfg: RunCon
     # run-id names the run in device reports; device-state-root is only a proposal (a device's own state-dir wins)
     state_root = str(Path(cfg.device_state_dir).resolve() if cfg.device_state_dir else (run / "devices").resolve())
     config = {**cfg.to_flwr(), "server-round": server_round, "seed": cfg.seed, "run-id": run.name,
-              "device-state-root": state_root}
+              "device-state-root": state_root, **message_config(cfg)}  # deployed run: + the catalog's hash
     return [
         Message(RecordDict({**content, "config": ConfigRecord({**config, **(per_node or {}).get(n, {})})}),
                 dst_node_id=n, message_type=kind)  # per_node: e.g. a node's audit canaries (server.audit)
@@ -84,33 +97,82 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) -> Path:
-    """Run `cfg.num_server_rounds` rounds; returns the run directory. Raises AllRoundsFailed if none succeeded."""
+def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
+                   resume: Path | None = None) -> Path:
+    """Run `cfg.num_server_rounds` rounds; returns the run directory. Raises AllRoundsFailed if none succeeded.
+
+    `resume`: continue that run directory from its checkpoint (`server.checkpoint`); `cfg` must be its settings.
+    """
     emit = on_event or (lambda kind, payload: None)
-    fed = load_federation(cfg)
-    # target epsilons -> noise multipliers, before anything runs (the population includes audit canary clients)
-    cfg = resolve_noise(cfg, len(fed.splits) + cfg.audit_canary_clients)
-    run = new_run_dir(cfg)
-    write_config(run, cfg, population=len(fed.splits), catalog_size=len(fed.catalog),
-                 load_summary=fed.summary.lines())
-    write_catalog(run, fed.catalog)
+    saved: Checkpoint | None = None
+    if resume is None:
+        fed = server_population(cfg)  # simulation: the data set's users; deployment: N devices (server.deployment)
+        # target epsilons -> noise multipliers, before anything runs (the population includes audit canary clients)
+        cfg = resolve_noise(cfg, fed.users + cfg.audit_canary_clients)
+        run = new_run_dir(cfg)
+        write_config(run, cfg, population=fed.users, catalog_size=len(fed.catalog),
+                     load_summary=fed.summary.lines())
+        write_catalog(run, fed.catalog)
+    else:  # the same directory and settings, the state of the last checkpointed round
+        run = Path(resume)
+        cfg = resumable_config(run, given=cfg)
+        saved = load_checkpoint(run)
+        fed = server_population(cfg)
     model = build_model(cfg, fed.catalog)  # also writes the catalog table cache the clients will read
-    global_state: State = {k: v.numpy().copy() for k, v in trainable_state(model).items()}
-    nodes = wait_for_nodes(grid, len(fed.splits) + cfg.audit_canary_clients)
+    global_state: State = seeded_adapter(model)  # seeded, not the cached model's current weights
+    nodes = wait_for_nodes(grid, fed.users + cfg.audit_canary_clients)
+    nodes = start_deployment(grid, cfg, nodes, fed.catalog)  # deployed run: N nodes, each sent the catalog
+    # Stable identity before any sampling: simulated nodes get random ids in every run, so order them by the
+    # partition (user) they hold (server.node_order); a deployment keeps node-id order.
+    order = NodeOrder(sorted(nodes)) if cfg.deployment_nodes else order_nodes(grid, nodes)
+    nodes = order.nodes
     # empirical privacy audit (server.audit): canary clients are nodes too, but never evaluated
-    audit = ServerAudit.start(grid, cfg, run, nodes=nodes, users=len(fed.splits), catalog=fed.catalog)
+    audit = ServerAudit.start(grid, cfg, run, nodes=nodes, users=fed.users, catalog=fed.catalog,
+                              seed=saved.audit_seed if saved is not None else None, partitions=order.partitions)
     users = audit.real_nodes if audit is not None else nodes
     initial_state = {k: v.copy() for k, v in global_state.items()}
-    down = state_bytes(global_state)
-    emit("start", {"run_dir": str(run), "clients": len(nodes), "catalog": len(fed.catalog),
-                   "adapter_params": int(sum(v.size for v in global_state.values())), "adapter_bytes": down})
     rounds: list[dict[str, Any]] = []
     client_rows: list[dict[str, Any]] = []
     record_eps: dict[int, float] = {}  # node -> latest record-level epsilon the device reported
     dp = UserLevelDP(cfg, len(nodes)) if cfg.user_dp else None
-    succeeded = 0
-    for server_round in range(1, cfg.num_server_rounds + 1):
+    succeeded, adapter_round, done = 0, 0, 0  # rounds that released; round of the adapter; rounds completed
+
+    def checkpoint() -> Checkpoint:  # everything the rest of the run depends on (server.checkpoint)
+        return Checkpoint(round=done, global_state=global_state, adapter_round=adapter_round, succeeded=succeeded,
+                          rounds=rounds, client_rows=client_rows,
+                          record_epsilons={order.key(n): e for n, e in record_eps.items()},
+                          identity="partition" if order.by_partition else "node-id",
+                          user_dp=dp.secret_state() if dp is not None else None,
+                          audit_seed=audit.secret_seed if audit is not None else None,
+                          audit_seconds=audit.seconds if audit is not None else 0.0,
+                          initial_state=initial_state if audit is not None else None)
+
+    if saved is None:
+        save_checkpoint(run, checkpoint())  # round 0: the secret generators' and the audit's starting state
+    else:
+        where = str(state_path(run))
+        identity = "partition" if order.by_partition else "node-id"
+        if saved.identity != identity or (saved.user_dp is None) != (dp is None):
+            raise CheckpointError(f"{where}: does not match this federation (nodes by {saved.identity}, here by "
+                                  f"{identity}; user-level DP state {'present' if saved.user_dp else 'absent'})")
+        done, adapter_round, succeeded = saved.round, saved.adapter_round, saved.succeeded
+        rounds, client_rows, global_state = saved.rounds, saved.client_rows, saved.global_state
+        initial_state = saved.initial_state if saved.initial_state is not None else initial_state
+        record_eps = {order.node(k): e for k, e in saved.record_epsilons.items()}
+        if dp is not None:
+            dp.restore(saved.user_dp or {}, where=where)
+        if audit is not None:
+            audit.seconds += saved.audit_seconds
+        # re-derive the public outputs from the checkpoint: the killed server may have died before writing them
+        _publish(run, dp, rounds, client_rows, adapter=(global_state, adapter_round) if adapter_round else None)
+        note_resumed(run, from_round=done)
+    down = state_bytes(global_state)
+    emit("start", {"run_dir": str(run), "clients": len(nodes), "catalog": len(fed.catalog),
+                   "adapter_params": int(sum(v.size for v in global_state.values())), "adapter_bytes": down,
+                   "resumed_after_round": saved.round if saved is not None else None})
+    for server_round in range(done + 1, cfg.num_server_rounds + 1):
         t0 = time.perf_counter()
+        first_row = len(client_rows)
         if dp is not None and dp.would_exceed_budget():
             log.warning("round %d: stopping, the next release would exceed user-epsilon-max %.3g",
                         server_round, cfg.user_epsilon_max)
@@ -193,7 +255,6 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
             else:
                 noisy = dp.release(deltas, global_state, sampled=len(sampled), server_round=server_round)
             global_state = apply_update(global_state, noisy, cfg.server_learning_rate)
-            dp.ledger.save(run / "ledger-user.json")
             released = True
         elif secured is not None and secured.total is not None:  # equal weights: sum / survivors
             mean = {k: (v / len(secured.survivors)).astype(np.float32) for k, v in secured.total.items()}
@@ -204,7 +265,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
             released = True
         if released:
             succeeded += 1
-            write_adapter(run, global_state, server_round)
+            adapter_round = server_round
         train_s = time.perf_counter() - t0
         updates = len(secured.survivors) if secured is not None else len(deltas)
         status = "ok" if updates else ("noise only" if released else "failed")
@@ -230,8 +291,12 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
         row["wall_seconds"] = round(time.perf_counter() - t0, 3)
         row["server_peak_rss_mb"] = round(_peak_rss_mb(), 1)
         rounds.append(row)
-        write_rows(run, "rounds", rounds)
-        write_rows(run, "clients", client_rows)
+        client_rows[first_row:] = [order.annotate(r) for r in client_rows[first_row:]]
+        done = server_round
+        # Checkpoint BEFORE the round's public outputs (server.checkpoint): a kill between the two re-publishes
+        # this round on resume; the other order would release it twice with fresh noise and count it once.
+        save_checkpoint(run, checkpoint())
+        _publish(run, dp, rounds, client_rows, adapter=(global_state, server_round) if released else None)
         emit("round", row)
     empirical = None
     if audit is not None:  # scored with the final global adapter only, then compared with the secret bits
@@ -245,10 +310,24 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None) ->
                          rounds_without_release=tuple(r["round"] for r in rounds
                                                       if str(r.get("status", "")).startswith("aborted")),
                          secure_rounds=[r for r in rounds if "secagg_ring_bits" in r])
+    mark_finished(run, rounds=done)  # deletes the checkpoint's secrets: a finished run cannot be resumed
     if succeeded == 0:
         raise AllRoundsFailed(f"all {cfg.num_server_rounds} rounds failed; see {run / 'clients.csv'}")
     emit("done", {"run_dir": str(run), "rounds": rounds})
     return run
+
+
+def _publish(run: Path, dp: UserLevelDP | None, rounds: list[dict[str, Any]], client_rows: list[dict[str, Any]], *,
+             adapter: tuple[State, int] | None) -> None:
+    """The run's public outputs as of the last checkpoint: the user-level ledger, the adapter (if a round
+    released one), the round and client rows. Called only after `save_checkpoint`, never before."""
+    if dp is not None and len(dp.ledger):
+        dp.ledger.save(run / "ledger-user.json")
+    if adapter is not None:
+        write_adapter(run, *adapter)
+    if rounds:
+        write_rows(run, "rounds", rounds)
+        write_rows(run, "clients", client_rows)
 
 
 def _evaluate(grid: Grid, nodes: list[int], state: State, cfg: RunConfig, server_round: int, num_items: int,

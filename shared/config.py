@@ -95,6 +95,10 @@ class RunConfig:
         metadata={"help": "simulation: root of the devices' state dirs (default: <run-dir>/<run-name>/devices)"},
     )
     # federation
+    deployment_nodes: int = field(
+        default=0, metadata={"help": "0 = simulation (one node per user of data); N > 0 = a deployed federation of N "
+                                     "devices, each with its own history, and data names only the public catalog"}
+    )
     num_server_rounds: int = field(default=20, metadata={"help": "number of federated rounds"})
     clients_per_round: int = field(default=10, metadata={"help": "clients sampled per round"})
     fraction_train: float = field(
@@ -166,6 +170,10 @@ class RunConfig:
             check(getattr(self, key) >= 1, key, "must be >= 1")
         check(self.prompt_tags >= 0, "prompt_tags", "must be >= 0")
         check(self.max_users >= 0, "max_users", "must be >= 0")
+        check(self.deployment_nodes >= 0, "deployment_nodes", "must be >= 0 (0 = simulation)")
+        if self.deployment_nodes:  # canary clients are extra simulated partitions; a deployment has none
+            check(self.audit_canary_clients == 0, "audit_canary_clients",
+                  "must be 0 with deployment-nodes > 0 (canary clients are simulated nodes)")
         check(self.min_interactions >= 3, "min_interactions", "must be >= 3 (test + validation + train)")
         check(self.client_sampling in ("poisson", "fixed"), "client_sampling", "must be 'poisson' or 'fixed'")
         check(self.user_noise_multiplier > 0, "user_noise_multiplier", "must be > 0")

@@ -5,6 +5,9 @@
     rounds.json/.csv     one row per round: time, cost, loss, evaluation metrics
     clients.csv          one row per client message: round, node, phase, bytes down/up, seconds, status
     adapter.safetensors  the global adapter after the last completed round (float32)
+    checkpoint/          SECRET while the run is unfinished: state.safetensors (mode 0600), what `fedrec simulate
+                         --resume` continues from (fedrec.server.checkpoint); finished.json once the run is over.
+                         Publish a run directory without it.
     summary.txt          the closing summary that was printed
 """
 

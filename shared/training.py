@@ -21,7 +21,14 @@ from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
 from fedrec.shared.examples import draw_examples, evaluation_prompt, make_batch, tokenize
-from fedrec.shared.model import Recommender, catalog_embeddings, catalog_texts, encode_texts, load_trainable_state
+from fedrec.shared.model import (
+    Recommender,
+    catalog_embeddings,
+    catalog_texts,
+    encode_texts,
+    load_trainable_state,
+    trainable_state,
+)
 
 NEG_INF = -1e9
 
@@ -64,9 +71,17 @@ def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True) -> Rec
     encoder = attach_lora(backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_list)
     model = Recommender(backbone, encoder, table, head=cfg.head, item_bias=cfg.item_bias,
                         temperature=cfg.temperature).to(next(backbone.model.parameters()).device)
+    # The seeded starting adapter, kept apart: clients train the cached object in place, so a later run in the
+    # same process must start from this copy, never from whatever the model holds now (`initial_state`).
+    model._initial_state = {k: v.detach().cpu().numpy().copy() for k, v in trainable_state(model).items()}
     if cached:
         _MODEL_CACHE[key] = model
     return model
+
+
+def initial_state(model: Recommender) -> dict[str, np.ndarray]:
+    """A copy of the seeded starting adapter of a model made by `build_model` (the same in every process)."""
+    return {k: v.copy() for k, v in model._initial_state.items()}
 
 
 def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:

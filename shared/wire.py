@@ -23,6 +23,8 @@ message types follow ("train.secagg_*"): see `fedrec.shared.secagg.wire`.
 With an empirical audit, a train message's config may also hold "audit" (JSON: the record canaries a host must
 include, or an included canary client's direction seed), a canary client's train reply carries "audit-canary" = 1
 and no loss, and a "query" message asks each node whether it is a canary client: see `fedrec.shared.audit`.
+In a deployed run (`deployment-nodes` > 0) a "query" message first sends every node the public catalog, and
+train/evaluate configs also carry "catalog-sha256": see `fedrec.shared.deployment`.
 
 Every metric travels unprotected (no DP, no masking); the privacy reports list them as not covered.
 """

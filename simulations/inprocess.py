@@ -31,17 +31,26 @@ CLIENT_APP_RAISED = 1
 
 
 class InProcessGrid(Grid):
-    """`num_nodes` virtual SuperNodes with node ids 1..N and node config {partition-id, num-partitions}."""
+    """`num_nodes` virtual SuperNodes with node ids 1..N and node config {partition-id, num-partitions}.
+
+    `node_config` is added to every node's config; `node_configs` (one dict per node) instead gives each node
+    exactly its own config, as deployed SuperNodes have (`--node-config`, no partition): e.g. a deployed device's
+    `data-path` and `state-dir`.
+    """
 
     def __init__(self, client_app: ClientApp, num_nodes: int, *, run_id: int = 1,
-                 node_config: dict[str, object] | None = None) -> None:
+                 node_config: dict[str, object] | None = None,
+                 node_configs: list[dict[str, object]] | None = None) -> None:
+        if node_configs is not None and len(node_configs) != num_nodes:
+            raise ValueError(f"node_configs: {len(node_configs)} configs for {num_nodes} nodes")
         self._app = client_app
         self._run = Run.create_empty(run_id)
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 0  # the server's identity
+        configs = node_configs or [{"partition-id": i, "num-partitions": num_nodes, **(node_config or {})}
+                                   for i in range(num_nodes)]
         self._contexts = {
-            i + 1: Context(run_id=run_id, node_id=i + 1,
-                           node_config={"partition-id": i, "num-partitions": num_nodes, **(node_config or {})},
-                           state=RecordDict(), run_config={})
+            i + 1: Context(run_id=run_id, node_id=i + 1, node_config=dict(configs[i]), state=RecordDict(),
+                           run_config={})
             for i in range(num_nodes)
         }
         self._ids = itertools.count(1)

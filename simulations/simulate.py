@@ -1,7 +1,8 @@
 """Run a whole federation on one machine with Flower's simulation engine (Ray backend).
 
 One virtual client (SuperNode) per user; Ray gives each ClientApp actor 1 CPU, so a 2-core machine trains two
-clients at a time. Used by `fedrec simulate`; `flwr run .` reaches the same ServerApp/ClientApp.
+clients at a time, and a Ray cluster attached with `ray_address` as many as it has CPUs (docs/scale-out.md).
+Used by `fedrec simulate`; `flwr run .` reaches the same ServerApp/ClientApp.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from fedrec.server.federation import Event
 from fedrec.shared.config import RunConfig
+from fedrec.simulations.ray_cluster import CPUS_PER_CLIENT, check_address, check_nodes
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -27,28 +29,56 @@ QUIET_ENV = {
 
 
 def backend_config(num_cpus: int | None = None, ray_address: str | None = None) -> dict:
-    cpus = num_cpus or os.cpu_count() or 1
+    """Flower's Ray backend settings: every virtual client (ClientApp actor) asks 1 CPU.
+
+    Local: a new Ray instance with `num_cpus` CPUs (default: all). `address="local"` because with no address
+    `ray.init` attaches to any cluster named by RAY_ADDRESS or started by `ray start` on this machine (and then
+    fails on num_cpus). Attached (`ray_address`): the cluster's CPUs decide how many clients train at once.
+    """
+    if ray_address and num_cpus:
+        raise ValueError("num_cpus applies to a local Ray instance; an attached cluster's own CPUs decide")
     init_args: dict = {"include_dashboard": False, "log_to_driver": False}
     if ray_address:
         init_args["address"] = ray_address
     else:
-        init_args["num_cpus"] = cpus
-    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
+        init_args.update(address="local", num_cpus=num_cpus or os.cpu_count() or 1)
+    return {"client_resources": {"num_cpus": CPUS_PER_CLIENT, "num_gpus": 0.0}, "init_args": init_args}
 
 
-def simulate(cfg: RunConfig, on_event: Event | None = None, num_cpus: int | None = None,
-             engine: str = "ray") -> Path:
+def simulate(cfg: RunConfig | None, on_event: Event | None = None, num_cpus: int | None = None,
+             engine: str = "ray", resume: Path | str | None = None, ray_address: str | None = None) -> Path:
     """Run the federation described by `cfg`; returns its run directory.
 
     `engine`: "ray" (Flower's simulation engine, one actor per CPU) or "inprocess" (the same ServerApp loop and
     ClientApp in this process, see `fedrec.simulations.inprocess`: for one-GPU benchmarks and sweeps).
+    `resume`: continue that interrupted run from its checkpoint, in its own directory (`fedrec.server.checkpoint`);
+    `cfg` may then be None (the run's config.json is used) and must otherwise equal it. Either engine can resume
+    a run started with either: clients are identified by partition, not by node id.
+    `ray_address`: attach to that running Ray cluster (HOST:PORT of its GCS, docs/scale-out.md) instead of
+    starting a local one; its address and every node are checked first (`ray_cluster`), failing with a
+    `RayClusterError` that names the address, and a "cluster" event reports the nodes and parallel clients.
     """
+    if resume is not None:
+        from fedrec.server.checkpoint import resumable_config
+
+        resume = Path(resume)
+        cfg = resumable_config(resume, given=cfg)  # refuses a finished run, a bad checkpoint, other settings
+    if cfg is None:
+        raise ValueError("simulate: cfg is required unless resume names a run directory")
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     if engine == "inprocess":
-        return simulate_inprocess(cfg, on_event)
+        if ray_address:
+            raise ValueError("ray_address needs the Ray engine; the in-process engine runs every client here")
+        return simulate_inprocess(cfg, on_event, resume=resume)
     if engine != "ray":
         raise ValueError(f"engine must be 'ray' or 'inprocess', found {engine!r}")
+    backend = backend_config(num_cpus, ray_address)
+    if ray_address:  # fail in seconds, naming the address, rather than let ray.init retry for minutes
+        check_address(ray_address)
+        cluster = check_nodes(ray_address, cfg)
+        if on_event:
+            on_event("cluster", cluster.as_event())
     from flwr.simulation import run_simulation
 
     from fedrec.client.client_app import app as client_app
@@ -66,17 +96,17 @@ def simulate(cfg: RunConfig, on_event: Event | None = None, num_cpus: int | None
 
     logging.getLogger("flwr").setLevel(logging.ERROR)  # keeps errors, drops the run_simulation deprecation
     run_simulation(
-        server_app=make_server_app(cfg, capture),
+        server_app=make_server_app(cfg, capture, resume=resume),
         client_app=client_app,
         num_supernodes=population,
-        backend_config=backend_config(num_cpus),
+        backend_config=backend,
     )
     if "run_dir" not in result or not (result["run_dir"] / "rounds.json").is_file():
         raise RuntimeError("the simulation ended without completing a round; see the log above")
     return result["run_dir"]
 
 
-def simulate_inprocess(cfg: RunConfig, on_event: Event | None = None) -> Path:
+def simulate_inprocess(cfg: RunConfig, on_event: Event | None = None, resume: Path | None = None) -> Path:
     """The federation in this process: `run_federation` over an `InProcessGrid` of one node per user."""
     from fedrec.client.client_app import app as client_app
     from fedrec.server.federation import run_federation
@@ -84,4 +114,4 @@ def simulate_inprocess(cfg: RunConfig, on_event: Event | None = None) -> Path:
     from fedrec.simulations.inprocess import InProcessGrid
 
     grid = InProcessGrid(client_app, len(load_federation(cfg).splits) + cfg.audit_canary_clients)
-    return run_federation(grid, cfg, on_event)
+    return run_federation(grid, cfg, on_event, resume=resume)

@@ -60,9 +60,9 @@ def secure_run(tmp_path_factory):
     grids: list[LossyGrid] = []
     original = server_app.run_federation
 
-    def run_lossy(grid, run_cfg, on_event=None):
+    def run_lossy(grid, run_cfg, on_event=None, resume=None):
         grids.append(LossyGrid(grid))
-        return original(grids[-1], run_cfg, on_event=on_event)
+        return original(grids[-1], run_cfg, on_event=on_event, resume=resume)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(server_app, "run_federation", run_lossy)
