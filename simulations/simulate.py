@@ -84,6 +84,7 @@ def simulate(cfg: RunConfig | None, on_event: Event | None = None, num_cpus: int
     from fedrec.client.client_app import app as client_app
     from fedrec.server.server_app import make_server_app
     from fedrec.shared.federation_data import load_federation
+    from fedrec.simulations import message_pump
 
     population = len(load_federation(cfg).splits) + cfg.audit_canary_clients  # users + audit canary clients
     result: dict[str, Path] = {}
@@ -95,6 +96,7 @@ def simulate(cfg: RunConfig | None, on_event: Event | None = None, num_cpus: int
             on_event(kind, payload)
 
     logging.getLogger("flwr").setLevel(logging.ERROR)  # keeps errors, drops the run_simulation deprecation
+    message_pump.install()  # Flower's pump scans every node every 0.1 s: costly at thousands of clients
     run_simulation(
         server_app=make_server_app(cfg, capture, resume=resume),
         client_app=client_app,
