@@ -44,8 +44,10 @@ app = typer.Typer(add_completion=False)
 SETTINGS = {"record_dp": True, "dp_diagnostics": True, "bias_learning_rate": 1.0}  # see privacy_utility.md
 
 
-def _bare_worker(settings: dict[str, Any], users: list[int], threads: int, warmup: int) -> tuple[int, float, int]:
-    """(gradient tokens, seconds, steps) of the bare loop over `users` in this process, after `warmup` users."""
+def _bare_worker(settings: dict[str, Any], users: list[int], threads: int,
+                 warmup: int) -> tuple[int, float, int, int]:
+    """(gradient tokens, seconds, steps, examples) of the bare loop over `users` in this process, after `warmup`
+    users."""
     import numpy as np
     import torch
 
@@ -60,11 +62,11 @@ def _bare_worker(settings: dict[str, Any], users: list[int], threads: int, warmu
     model = build_model(cfg, fed.catalog)
     tokenizer = model.backbone.tokenizer
     plan = plan_round(cfg)
-    tokens = steps = 0
+    tokens = steps = examples = 0
     t0 = time.perf_counter()
     for n, user in enumerate(users):
         if n == warmup:
-            tokens = steps = 0
+            tokens = steps = examples = 0
             t0 = time.perf_counter()
         split = fed.splits[user]
         rng = np.random.default_rng(user)
@@ -87,8 +89,9 @@ def _bare_worker(settings: dict[str, Any], users: list[int], threads: int, warmu
                 opt.step()
                 tokens += int(batch.attention_mask.sum())
                 steps += 1
+                examples += len(sel)
     model.eval()
-    return tokens, time.perf_counter() - t0, steps
+    return tokens, time.perf_counter() - t0, steps, examples
 
 
 def bare_floor(cfg: RunConfig, users: list[int], workers: int, warmup: int = 3) -> dict[str, Any]:
@@ -100,11 +103,12 @@ def bare_floor(cfg: RunConfig, users: list[int], workers: int, warmup: int = 3) 
         results = list(pool.map(_bare_worker, [cfg.to_flwr()] * workers, shares, [1] * workers, [warmup] * workers))
     tokens = sum(r[0] for r in results)
     out["processes"] = {"workers": workers, "threads": 1, "tokens": tokens, "steps": sum(r[2] for r in results),
-                        "seconds": max(r[1] for r in results), "tokens_per_s": tokens / max(r[1] for r in results)}
+                        "examples": sum(r[3] for r in results), "seconds": max(r[1] for r in results),
+                        "tokens_per_s": tokens / max(r[1] for r in results)}
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        tok, sec, steps = pool.submit(_bare_worker, cfg.to_flwr(), users, workers, warmup).result()
-    out["threads"] = {"workers": 1, "threads": workers, "tokens": tok, "steps": steps, "seconds": sec,
-                      "tokens_per_s": tok / sec}
+        tok, sec, steps, examples = pool.submit(_bare_worker, cfg.to_flwr(), users, workers, warmup).result()
+    out["threads"] = {"workers": 1, "threads": workers, "tokens": tok, "steps": steps, "examples": examples,
+                      "seconds": sec, "tokens_per_s": tok / sec}
     out["floor_tokens_per_s"] = max(out["processes"]["tokens_per_s"], out["threads"]["tokens_per_s"])
     return out
 
@@ -201,6 +205,8 @@ def summarise(run: Path, workers: int) -> dict[str, Any]:
         "final_ndcg@10": final.get("eval_ndcg@10"),
         "final_hr@10": final.get("eval_hr@10"),
         "declined": sum(int(r.get("declined", 0)) for r in train),
+        # the run's signed report: per-device record-level epsilons as the devices reported them
+        "record_level": json.loads((run / "privacy-report.json").read_text())["record_level_across_devices"],
     }
 
 
@@ -212,6 +218,11 @@ def machine() -> str:
 
 def render(res: dict[str, Any], argv: list[str]) -> str:
     fed, floor, cfg = res["federation"], res["floor"], res["settings"]
+    rec = fed["record_level"]
+    eps = rec["epsilon"]
+    bare = floor["processes"]
+    per_step = bare["examples"] / bare["steps"] if bare.get("examples") else float("nan")
+    per_example = bare["tokens"] / bare["examples"] if bare.get("examples") else float("nan")
     ratio = floor["floor_tokens_per_s"] / fed["grad_tokens_per_s"] if fed["grad_tokens_per_s"] else float("inf")
     lines = [
         "# Scale: the whole Last.fm-2K population on one machine",
@@ -237,7 +248,7 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         f"| bare loop, 1 process x {floor['threads']['threads']} threads | {floor['threads']['tokens_per_s']:.0f} "
         "tokens/s |",
         f"| floor / federation | {ratio:.2f}x |",
-        f"| share of the training phase the client actors spent inside train handlers | "
+        f"| share of the training phase the client actors spent in DP-SGD training (sum of train-seconds) | "
         f"{fed['client_busy_fraction']:.0%} |",
         f"| peak RSS per client worker | {fed['client_peak_rss_mb']:.0f} MB |",
         f"| peak RSS of the server process | {fed['server_peak_rss_mb']:.0f} MB |",
@@ -245,10 +256,26 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         f"{fed['bytes_up_per_round'] / 1e6:.1f} MB ({fed['bytes_per_client'] / 1e6:.2f} MB per client each way) |",
         f"| sampled evaluations ({cfg['fraction-evaluate']:.0%} of users every {cfg['evaluate-every']} rounds) | "
         f"{', '.join(f'{s:.0f} s' for s in fed['sampled_eval_seconds']) or '-'} |",
-        f"| final evaluation of all {fed['final_eval_users']} evaluable users | {fed['final_eval_seconds']} s |",
+        f"| final evaluation of all {int(fed['final_eval_users'])} evaluable users | "
+        f"{fed['final_eval_seconds']:.0f} s |",
         f"| NDCG@10 / HR@10 after the run (full ranking) | {fed['final_ndcg@10']:.4f} / {fed['final_hr@10']:.4f} |",
         f"| devices that declined (budget) | {fed['declined']} |",
+        f"| record-level ε per device at δ = {rec['delta']:g} ({rec['accountant']}), over the {rec['devices']} devices "
+        f"that trained: min / median / p90 / max | {eps['min']:.2f} / {eps['median']:.2f} / {eps['p90']:.2f} / "
+        f"{eps['max']:.2f} |",
         f"| whole run, wall | {res['federation_wall_seconds']:.0f} s |",
+        "",
+        "Privacy unit of the ε row: one training-example slot of one device (one of its K fixed slots of listening "
+        "records; a single record is covered at (2ε, (1+e^ε)δ) by group privacy), never a user's whole history; "
+        "each figure is cumulative over every round that device trained in (a device trains in about "
+        f"{cfg['clients-per-round'] / res['population'] * fed['rounds']:.1f} of the {fed['rounds']} rounds). "
+        "The authority is each device's own signed report.",
+        "",
+        "The floor is measured on the private rounds' batch shapes: Poisson batches of about "
+        f"{cfg['record-expected-batch']} examples (non-empty steps averaged {per_step:.1f}), each one slot's records "
+        f"as a prompt of {per_example:.0f} tokens on average (capped at {cfg['history-tokens']}), scored against the "
+        "whole catalog. The 2,900-3,400 tokens/s of MiniLM + LoRA in `../shared/notes/recsys-protocol.md` are for "
+        "batches of 32 sequences of 64 or 32 tokens: other shapes, not comparable with this floor.",
         "",
     ]
     if "profile" in res:
