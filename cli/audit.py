@@ -12,11 +12,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Check and show epsilon reports (signature, schema, recomputed epsilon, consistency).")
-console = Console()
+console = Console(emoji=False)  # ":cd:" in a hex fingerprint must not become an emoji
 
 _STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
 
@@ -36,7 +37,7 @@ def verify(
     try:
         key = load_public_key(public_key) if public_key else None
     except (KeyFileError, OSError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     findings = verify_report_file(report, public_key=key)
     if as_json:
@@ -49,7 +50,7 @@ def verify(
             table.add_row(f.check, f"[{_STYLE[f.status]}]{f.status.upper()}[/]", f.message)
         console.print(table)
         failed = [f.check for f in findings if f.failed]
-        console.print(f"[bold red]FAILED[/] {len(failed)} check(s): {', '.join(failed)}" if failed else
+        console.print(f"[bold red]FAILED[/] {len(failed)} check(s): {escape(', '.join(failed))}" if failed else
                       f"[bold green]OK[/] {len(findings)} checks, no failures")
     if has_failures(findings):
         raise typer.Exit(1)
@@ -76,9 +77,9 @@ def show(
     try:
         rep = read_report(report)
     except ReportSchemaError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
-    console.print(f"[bold]{title(rep)}[/bold]  ({rep['created_at']}, signed by: {signer(rep)})\n")
+    console.print(f"[bold]{escape(title(rep))}[/bold]  ({rep['created_at']}, signed by: {escape(signer(rep))})\n")
     for s in statements(rep):
         console.print(s, soft_wrap=False)
         console.print()
@@ -123,7 +124,7 @@ def render(
     try:
         rep = read_report(report)
     except ReportSchemaError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     paths = write_rendered(rep, out or report.parent, stem=report.stem)
     for kind, path in paths.items():

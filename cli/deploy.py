@@ -14,14 +14,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True,
                        help="Create TLS certificates (server) and SuperNode keys (devices); show fingerprints.")
-console = Console()
+console = Console(emoji=False)  # ":cd:" in a hex fingerprint must not become an emoji
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -31,7 +32,7 @@ def _exit_on_sigterm() -> None:
 
 
 def _say(text: str) -> None:
-    console.print(text, highlight=False, soft_wrap=True)
+    console.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
 @keys_app.command("tls")
@@ -95,7 +96,7 @@ def keys_fingerprint(
             else:
                 _say(f"{f}  {node_fingerprint(f)}")
         except KeyMaterialError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False)
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
             failed = True
     if failed:
         raise typer.Exit(2)

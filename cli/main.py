@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fedrec.cli.audit import app as audit_app
@@ -21,7 +22,7 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_P
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Federated, privacy-preserving LoRA recommender over listening histories.")
 app.add_typer(audit_app, name="audit")
-console = Console()
+console = Console(emoji=False)  # ":cd:" in a hex fingerprint must not become an emoji
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -77,7 +78,7 @@ def simulate(
         except ValueError as e:
             problem = str(e)
         if problem:
-            console.print(f"[red]error:[/red] {problem}")
+            console.print(f"[red]error:[/red] {escape(str(problem))}")
             raise typer.Exit(2)
 
     values: dict[str, Any] = _overrides(set_)
@@ -100,7 +101,7 @@ def simulate(
         else:
             cfg = RunConfig.from_mapping(values, source="command line")
     except ConfigError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     from fedrec.simulations.simulate import simulate as run_sim
 
@@ -131,7 +132,7 @@ def simulate(
         run = run_sim(cfg, on_event=on_event, num_cpus=num_cpus or None, engine=engine, resume=resume,
                       ray_address=ray_address or None)
     except Exception as e:  # noqa: BLE001 - report any failure clearly and exit non-zero
-        console.print(f"[red]simulation failed:[/red] {type(e).__name__}: {e}")
+        console.print(f"[red]simulation failed:[/red] {type(e).__name__}: {escape(str(e))}")
         raise typer.Exit(1) from None
     example = _write_example_history(run)
     _print_summary(run, time.perf_counter() - started, example)
@@ -190,7 +191,7 @@ def _print_summary(run: Path, seconds: float, example: Path) -> None:
                          f"{a['confidence']:.0%}), claimed ε {claimed}")
     text = "\n".join(lines)
     (run / "summary.txt").write_text(text + "\n")
-    console.print(text)
+    console.print(text, markup=False)
 
 
 @app.command()
@@ -226,10 +227,10 @@ def recommend(
         hist, summary = load_history(history, catalog, fmt or None, user=user or None)
         recs = rank(model, cfg, catalog, hist, top_k)
     except (DataFormatError, FileNotFoundError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     for line in summary.lines():
-        console.print(f"[dim]{line}[/dim]")
+        console.print(f"[dim]{escape(line)}[/dim]")
     table = Table(title=f"Top {top_k} for {hist.user_id} ({len(hist)} artists in history)")
     for col in ("#", "artist", "tags", "score", "because you played"):
         table.add_column(col)

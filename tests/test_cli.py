@@ -41,6 +41,16 @@ def test_recommend_bad_history_names_file_and_line(sim_run, tmp_path):
     assert "bad.csv:3" in result.output.replace("\n", "")
 
 
+def test_errors_print_names_verbatim(sim_run, tmp_path):
+    """A name with rich markup or an emoji code (hex fingerprints hold ':cd:') is printed as it is."""
+    _, run = sim_run
+    bad = tmp_path / "[bold]x:cd:y.csv"
+    bad.write_text("user,item,weight\nme,a001,lots\n")
+    result = runner.invoke(app, ["recommend", "--run", str(run), "--history", str(bad)], terminal_width=400)
+    assert result.exit_code == 2
+    assert "[bold]x:cd:y.csv:2" in result.output.replace("\n", "")
+
+
 def test_simulate_rejects_unknown_setting():
     """An unknown --set key is refused before anything starts, naming the key."""
     result = runner.invoke(app, ["simulate", "--set", "learning-rat=0.1"], terminal_width=200)
