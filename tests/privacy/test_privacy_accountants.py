@@ -207,3 +207,19 @@ def test_registry_names_and_independence():
         make_accountant("moments")
     with pytest.raises(ValueError, match="unexpected keyword"):
         make_accountant("pld", settings={"discretisation": 1e-3})
+
+
+def test_rdp_drops_only_the_excluded_order_warning(caplog) -> None:
+    """dp-accounting's "failed to converge" warning (the order is then unused: sound) is filtered, nothing else."""
+    import logging
+
+    from dp_accounting import dp_event
+
+    from fedrec.shared.privacy.accountants.rdp import RdpAccountant
+
+    event = dp_event.SelfComposedDpEvent(dp_event.PoissonSampledDpEvent(0.25, dp_event.GaussianDpEvent(1.0)), 4)
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        eps = RdpAccountant().epsilon([event], delta=1e-5)
+        logging.getLogger("absl").warning("another warning")
+    assert 0 < eps < float("inf")
+    assert [r.getMessage() for r in caplog.records] == ["another warning"]
