@@ -43,11 +43,11 @@ def verify(
     if as_json:
         typer.echo(json.dumps([f.to_json() for f in findings], indent=2))
     else:
-        table = Table(title=f"audit of {report}", show_lines=False)
+        table = Table(title=escape(f"audit of {report}"), show_lines=False)
         for col in ("check", "result", "evidence"):
             table.add_column(col, overflow="fold")
         for f in findings:
-            table.add_row(f.check, f"[{_STYLE[f.status]}]{f.status.upper()}[/]", f.message)
+            table.add_row(escape(f.check), f"[{_STYLE[f.status]}]{f.status.upper()}[/]", escape(f.message))
         console.print(table)
         failed = [f.check for f in findings if f.failed]
         console.print(f"[bold red]FAILED[/] {len(failed)} check(s): {escape(', '.join(failed))}" if failed else
@@ -81,7 +81,7 @@ def show(
         raise typer.Exit(2) from None
     console.print(f"[bold]{escape(title(rep))}[/bold]  ({rep['created_at']}, signed by: {escape(signer(rep))})\n")
     for s in statements(rep):
-        console.print(s, soft_wrap=False)
+        console.print(s, soft_wrap=False, markup=False)
         console.print()
     for name in ("user_level", "record_level"):
         g = rep.get(name)
@@ -91,7 +91,7 @@ def show(
         summary.add_column("field")
         summary.add_column("value", overflow="fold")
         for k, v in summary_rows(g):
-            summary.add_row(k, v)
+            summary.add_row(escape(str(k)), escape(str(v)))
         console.print(summary)
         rows = ledger_rows(g)
         head = entries // 2
@@ -100,14 +100,14 @@ def show(
         for col in ("round", "kind", "z", "q", "count", "metadata"):
             ledger.add_column(col, overflow="fold")
         for r in shown:
-            ledger.add_row(r["round"], r["kind"], r["z"], r["q"], r["count"], r["metadata"])
+            ledger.add_row(*(escape(str(r[k])) for k in ("round", "kind", "z", "q", "count", "metadata")))
         console.print(ledger)
     if empirical_rows(rep):  # the measured lower bound beside the claimed epsilon, one row per audit
         audit = Table(title="empirical audit (lower bound measured in this run vs claimed epsilon)")
         for col in EMPIRICAL_COLUMNS:
             audit.add_column(col, overflow="fold")
         for row in empirical_rows(rep):
-            audit.add_row(*row)
+            audit.add_row(*(escape(str(c)) for c in row))
         console.print(audit)
 
 

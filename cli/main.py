@@ -231,11 +231,11 @@ def recommend(
         raise typer.Exit(2) from None
     for line in summary.lines():
         console.print(f"[dim]{escape(line)}[/dim]")
-    table = Table(title=f"Top {top_k} for {hist.user_id} ({len(hist)} artists in history)")
+    table = Table(title=escape(f"Top {top_k} for {hist.user_id} ({len(hist)} artists in history)"))
     for col in ("#", "artist", "tags", "score", "because you played"):
         table.add_column(col)
     for i, r in enumerate(recs, 1):
-        table.add_row(str(i), r.name, ", ".join(r.tags), f"{r.score:.2f}", ", ".join(r.because))
+        table.add_row(str(i), escape(r.name), escape(", ".join(r.tags)), f"{r.score:.2f}", escape(", ".join(r.because)))
     console.print(table)
 
 
@@ -250,7 +250,7 @@ def settings() -> None:
     table.add_column("meaning")
     helps = help_text()
     for k, v in RunConfig().to_flwr().items():
-        table.add_row(k, repr(v), helps.get(k, ""))
+        table.add_row(k, escape(repr(v)), escape(helps.get(k, "")))
     console.print(table)
 
 

@@ -51,6 +51,23 @@ def test_errors_print_names_verbatim(sim_run, tmp_path):
     assert "[bold]x:cd:y.csv:2" in result.output.replace("\n", "")
 
 
+def test_recommend_prints_bracketed_artist_names(sim_run, tmp_path, monkeypatch):
+    """Last.fm has an artist called "[unknown]": rich markup must not swallow it (it printed an empty cell)."""
+    from types import SimpleNamespace
+
+    import fedrec.shared.recommend as recommend_module
+
+    _, run = sim_run
+    catalog = json.loads((run / "catalog.json").read_text())
+    history = tmp_path / "me.csv"
+    history.write_text(f"user,item\nme,{catalog['item_ids'][0]}\n")
+    fake = [SimpleNamespace(name="[unknown]", tags=["[bold]rock"], score=1.0, because=["[red]x"])]
+    monkeypatch.setattr(recommend_module, "recommend", lambda *a, **k: fake)
+    result = runner.invoke(app, ["recommend", "--run", str(run), "--history", str(history)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "[unknown]" in result.output and "[bold]rock" in result.output and "[red]x" in result.output
+
+
 def test_simulate_rejects_unknown_setting():
     """An unknown --set key is refused before anything starts, naming the key."""
     result = runner.invoke(app, ["simulate", "--set", "learning-rat=0.1"], terminal_width=200)
