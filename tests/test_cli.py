@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from fedrec.cli.main import app
@@ -31,24 +32,16 @@ def test_recommend_prints_reasons(sim_run, tmp_path):
     assert not set(artists) & played  # nothing already played is recommended
 
 
-def test_recommend_bad_history_names_file_and_line(sim_run, tmp_path):
-    """A malformed history file stops with exit code 2 and names the file and line."""
+@pytest.mark.parametrize("name", ["bad.csv", "[bold]x:cd:y.csv"])
+def test_recommend_bad_history_names_file_and_line(sim_run, tmp_path, name):
+    """A malformed history file stops with exit code 2 and names the file and line, verbatim: a name with rich
+    markup or an emoji code (hex fingerprints hold ':cd:') is printed as it is."""
     _, run = sim_run
-    bad = tmp_path / "bad.csv"
+    bad = tmp_path / name
     bad.write_text("user,item,weight\nme,a001,3\nme,a002,lots\n")
-    result = runner.invoke(app, ["recommend", "--run", str(run), "--history", str(bad)], terminal_width=200)
-    assert result.exit_code == 2
-    assert "bad.csv:3" in result.output.replace("\n", "")
-
-
-def test_errors_print_names_verbatim(sim_run, tmp_path):
-    """A name with rich markup or an emoji code (hex fingerprints hold ':cd:') is printed as it is."""
-    _, run = sim_run
-    bad = tmp_path / "[bold]x:cd:y.csv"
-    bad.write_text("user,item,weight\nme,a001,lots\n")
     result = runner.invoke(app, ["recommend", "--run", str(run), "--history", str(bad)], terminal_width=400)
     assert result.exit_code == 2
-    assert "[bold]x:cd:y.csv:2" in result.output.replace("\n", "")
+    assert f"{name}:3" in result.output.replace("\n", "")
 
 
 def test_recommend_prints_bracketed_artist_names(sim_run, tmp_path, monkeypatch):
