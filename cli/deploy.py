@@ -228,9 +228,9 @@ def _settings(data: str, nodes: int, rounds: int, clients_per_round: int, model:
             raise typer.BadParameter(f"--set expects KEY=VALUE, found {p!r}")
         k, v = p.split("=", 1)
         values[k.strip()] = v.strip()
-    for key, value, unset in (("data", data, ""), ("deployment-nodes", nodes, 0), ("num-server-rounds", rounds, 0),
-                              ("clients-per-round", clients_per_round, 0), ("model", model, ""),
-                              ("run-name", run_name, "")):
+    for key, value, unset in (("data.source", data, ""), ("run.deployment_nodes", nodes, 0), ("run.rounds", rounds, 0),
+                              ("run.clients_per_round", clients_per_round, 0), ("model.name", model, ""),
+                              ("run.name", run_name, "")):
         if value != unset:
             values[key] = value
     return values

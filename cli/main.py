@@ -82,12 +82,12 @@ def simulate(
             raise typer.Exit(2)
 
     values: dict[str, Any] = _overrides(set_)
-    for key, value, unset in (("data", data, ""), ("model", model, ""), ("num-server-rounds", rounds, 0),
-                              ("clients-per-round", clients_per_round, 0), ("max-users", max_users, -1),
-                              ("run-dir", run_dir, ""), ("run-name", run_name, ""),
-                              ("secure-aggregation", secure_aggregation, None),
-                              ("audit-canaries", audit_canaries, -1),
-                              ("audit-canary-clients", audit_canary_clients, -1)):
+    for key, value, unset in (("data.source", data, ""), ("model.name", model, ""), ("run.rounds", rounds, 0),
+                              ("run.clients_per_round", clients_per_round, 0), ("data.max_users", max_users, -1),
+                              ("run.dir", run_dir, ""), ("run.name", run_name, ""),
+                              ("secagg.enabled", secure_aggregation, None),
+                              ("audit.canaries", audit_canaries, -1),
+                              ("audit.canary_clients", audit_canary_clients, -1)):
         if value != unset:
             values[key] = value
     try:
@@ -124,7 +124,7 @@ def simulate(
             if "eval_ndcg@10" in payload:
                 ev = (f"  NDCG@10 {payload['eval_ndcg@10']:.4f}  HR@10 {payload['eval_hr@10']:.4f}"
                       f"  (users {int(payload['eval_users'])})")
-            console.print(f"round {payload['round']:>3}/{cfg.num_server_rounds}  {payload['status']:<6} "
+            console.print(f"round {payload['round']:>3}/{cfg.run.rounds}  {payload['status']:<6} "
                           f"updates {payload['updates']:>3}/{payload['sampled']:<3} loss {payload['train_loss']:.3f}"
                           f"  {payload['wall_seconds']:6.1f} s{ev}")
 
@@ -249,7 +249,7 @@ def settings() -> None:
     table.add_column("default")
     table.add_column("meaning")
     helps = help_text()
-    for k, v in RunConfig().to_flwr().items():
+    for k, v in RunConfig().to_flat().items():
         table.add_row(k, escape(repr(v)), escape(helps.get(k, "")))
     console.print(table)
 

@@ -148,7 +148,8 @@ def _own_split(context: Context, catalog: Catalog, catalog_hash: str, cfg: RunCo
         st = os.stat(path)
     except OSError as e:
         raise ValueError(f"node config {NODE_DATA_PATH}={str(path)!r}: cannot read the history file: {e}") from None
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, user, catalog_hash, cfg.split_seed, cfg.min_interactions)
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, user, catalog_hash, cfg.data.split_seed,
+           cfg.data.min_interactions)
     if key in _SPLITS:
         return _SPLITS[key]
     try:
@@ -162,7 +163,7 @@ def _own_split(context: Context, catalog: Catalog, catalog_hash: str, cfg: RunCo
     level = logging.WARNING if summary.skipped else logging.INFO  # skipped rows are counted, never dropped silently
     for line in summary.lines():
         log.log(level, "history %s", line)
-    split = split_users([history], seed=cfg.split_seed, min_interactions=cfg.min_interactions)[0]
+    split = split_users([history], seed=cfg.data.split_seed, min_interactions=cfg.data.min_interactions)[0]
     if len(_SPLITS) >= 4:
         _SPLITS.clear()
     _SPLITS[key] = split
@@ -184,26 +185,26 @@ def _setup(msg: Message, context: Context) -> RoundSetup:
     run_id = str(config.pop("run-id", "")) or f"flower-run-{context.run_id}"
     context.state["round"] = ConfigRecord({"run-id": run_id,
                                            PROPOSED_STATE_ROOT: str(config.pop(PROPOSED_STATE_ROOT, ""))})
-    cfg = RunConfig.from_mapping(config, source="server config")
+    cfg = RunConfig.from_mapping({k: v for k, v in config.items() if "." in k}, source="server config")
     global_state = record_to_state(msg.content["arrays"])
     if is_deployed(context):
-        if not cfg.deployment_nodes:
+        if not cfg.run.deployment_nodes:
             raise ValueError(f"this is a deployed device (node config {NODE_DATA_PATH}) but the server runs a "
                              "simulation (deployment-nodes = 0), whose clients read the server's data set")
-        if cfg.dp_diagnostics:  # a simulation-only setting: a device never sends loss or counts outside DP
-            cfg = cfg.replace(dp_diagnostics=False)
+        if cfg.run.dp_diagnostics:  # a simulation-only setting: a device never sends loss or counts outside DP
+            cfg = cfg.updated({"run.dp_diagnostics": False})
         catalog = _stored_catalog(deployed_state(context), catalog_hash)
         split = _own_split(context, catalog, catalog_hash, cfg)
         return RoundSetup(cfg, catalog, split, global_state, server_round, seed, run_id,
                           _device_key(device_subject(context)))
-    if cfg.deployment_nodes:
-        raise ValueError(f"the server runs a deployed federation (deployment-nodes = {cfg.deployment_nodes}) but "
+    if cfg.run.deployment_nodes:
+        raise ValueError(f"the server runs a deployed federation (deployment-nodes = {cfg.run.deployment_nodes}) but "
                          f"this node has no node config {NODE_DATA_PATH!r} (its own history file)")
     fed = load_federation(cfg)
     partition, partitions = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
     # partitions after the users' are the run's audit canary clients (fedrec.shared.audit): no user, no data
-    canary = canary_client_index(partition, partitions, cfg.audit_canary_clients)
-    split = None if canary is not None else fed.split_for(partition, partitions - cfg.audit_canary_clients)
+    canary = canary_client_index(partition, partitions, cfg.audit.canary_clients)
+    split = None if canary is not None else fed.split_for(partition, partitions - cfg.audit.canary_clients)
     return RoundSetup(cfg, fed.catalog, split, global_state, server_round, seed, run_id, partition)
 
 
@@ -250,21 +251,21 @@ def device_state(context: Context) -> DeviceState | None:
 def device_budget(cfg: RunConfig, context: Context) -> RunConfig:
     """Apply the device's own `record-epsilon-max` (node config): the run's setting can lower it, never raise it."""
     own = float(context.node_config.get(NODE_EPSILON_MAX, 0) or 0)
-    limits = [x for x in (own, cfg.record_epsilon_max) if x > 0]
-    return cfg.replace(record_epsilon_max=min(limits)) if limits else cfg
+    limits = [x for x in (own, cfg.record_dp.epsilon_max) if x > 0]
+    return cfg.updated({"record_dp.epsilon_max": min(limits)}) if limits else cfg
 
 
 # -- train ------------------------------------------------------------------------------------------------------
 
 def _reply(msg: Message, context: Context, cfg: RunConfig, delta: State, metrics: MetricRecord) -> Message:
-    if cfg.secure_aggregation:  # the delta stays here, encoded in context.state; only public keys go back
+    if cfg.secagg.enabled:  # the delta stays here, encoded in context.state; only public keys go back
         return secure_aggregation.advertise(msg, context, cfg, delta, metrics)
     return Message(RecordDict({"arrays": state_to_record(delta), "metrics": metrics}), reply_to=msg)
 
 
 def _secagg_session(msg: Message, cfg: RunConfig) -> str:
     """The SecAgg+ session a train message opens (hex), "" without secure aggregation or without a setup."""
-    if not cfg.secure_aggregation:
+    if not cfg.secagg.enabled:
         return ""
     try:
         return secagg_wire.round_setup_from(msg.content)[0].hex()
@@ -310,15 +311,15 @@ def train(msg: Message, context: Context) -> Message:
     audit = AuditInstructions.from_config(msg.content["config"])
     if split is None:  # an audit canary client: it "trains" by sending its random direction (zeros if excluded)
         t0 = time.perf_counter()
-        delta = canary_client_update(global_state, seed=audit.direction_seed, norm=cfg.user_clip_norm)
+        delta = canary_client_update(global_state, seed=audit.direction_seed, norm=cfg.user_dp.clip_norm)
         values = {"train-seconds": time.perf_counter() - t0, "steps": 0, "peak-rss-mb": _peak_rss_mb(),
-                  CANARY_METRIC: 1, **({"num-examples": cfg.examples_per_user}
-                                       if cfg.aggregation_weights == "examples" else {})}
+                  CANARY_METRIC: 1, **({"num-examples": cfg.train.examples_per_user}
+                                       if cfg.run.aggregation_weights == "examples" else {})}
         return _reply(msg, context, cfg, delta, MetricRecord(values))
     deployed = is_deployed(context)
-    cfg = device_budget(cfg, context) if cfg.record_dp else cfg
-    subject = device_subject(context) if cfg.record_dp or deployed else ""
-    store = device_state(context) if cfg.record_dp or deployed else None
+    cfg = device_budget(cfg, context) if cfg.record_dp.enabled else cfg
+    subject = device_subject(context) if cfg.record_dp.enabled or deployed else ""
+    store = device_state(context) if cfg.record_dp.enabled or deployed else None
     digest, session = (state_digest(global_state), _secagg_session(msg, cfg)) if deployed else ("", "")
     if deployed and store is not None:
         record = _committed(store, setup, digest, session)
@@ -329,7 +330,7 @@ def train(msg: Message, context: Context) -> Message:
     local_seed = int(np.random.SeedSequence([setup.seed, server_round, setup.local_key]).generate_state(1)[0])
     extra: dict[str, float] = {}
     ledger: PrivacyLedger | None = None
-    if cfg.record_dp:
+    if cfg.record_dp.enabled:
         # The state directory is the durable copy (it survives a restart); context.state mirrors it.
         ledger = store.load_ledger(subject=subject) if store else load_record_ledger(context, subject=subject)
         if deployed:
@@ -349,11 +350,11 @@ def train(msg: Message, context: Context) -> Message:
         stats = train_local(model, split, setup.catalog, cfg, seed=local_seed, canaries=audit.record_canaries)
     local = {k: v.numpy() for k, v in trainable_state(model).items()}
     delta = subtract(local, global_state)
-    if cfg.user_dp:
+    if cfg.user_dp.enabled:
         # DP-FedAvg: bound this user's whole contribution before it leaves the device (the server adds the noise).
-        delta, _ = clip_state(delta, clip_norm=cfg.user_clip_norm)
+        delta, _ = clip_state(delta, clip_norm=cfg.user_dp.clip_norm)
     values: dict[str, float] = {"train-seconds": stats.seconds, "steps": stats.steps, "peak-rss-mb": _peak_rss_mb()}
-    if not (cfg.record_dp or cfg.user_dp or cfg.secure_aggregation) or cfg.dp_diagnostics:
+    if not (cfg.record_dp.enabled or cfg.user_dp.enabled or cfg.secagg.enabled) or cfg.run.dp_diagnostics:
         # Data-dependent figures (history size, loss): not covered by any DP guarantee, so not sent under DP.
         values.update({"num-examples": stats.examples, "train-loss": stats.loss, "grad-tokens": stats.tokens})
     record = RoundRecord(run_id=setup.run_id, server_round=server_round, global_sha256=digest,
@@ -371,7 +372,7 @@ def train(msg: Message, context: Context) -> Message:
 def _finish(msg: Message, context: Context, setup: RoundSetup, cfg: RunConfig, store: DeviceState | None,
             subject: str, record: RoundRecord, ledger: PrivacyLedger | None = None) -> Message:
     """After the commit: report, offline copies, reply. Also what a re-delivered round reruns (idempotent)."""
-    if cfg.record_dp and store is not None:
+    if cfg.record_dp.enabled and store is not None:
         if ledger is None:  # re-delivered: the ledger as committed (rolled forward if the crash came before)
             ledger = store.load_ledger(subject=subject)
             save_record_ledger(context, ledger)

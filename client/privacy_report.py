@@ -48,12 +48,13 @@ def write_device_report(state: DeviceState, cfg: RunConfig, ledger: PrivacyLedge
                               + SENT_IN_THE_CLEAR)
     inputs = GuaranteeInputs(
         ledger=ledger,
-        mechanism=Mechanism.dp_sgd(noise_multiplier=cfg.record_noise_multiplier,
-                                   max_grad_norm=cfg.record_max_grad_norm, rng=NOISE_RNG),
+        mechanism=Mechanism.dp_sgd(noise_multiplier=cfg.record_dp.noise_multiplier,
+                                   max_grad_norm=cfg.record_dp.max_grad_norm, rng=NOISE_RNG),
         sampling=Sampling.poisson(population=plan.num_records, sample_rate=plan.sample_rate,
                                   evidence="each step, each of the K slots joins independently with probability q "
                                            "(on the device); empty batches are stepped, never skipped"),
-        delta=cfg.record_delta, rounds_run=len(ledger.rounds()), accountant=OPACUS_ACCOUNTANTS[cfg.record_accountant],
+        delta=cfg.record_dp.delta, rounds_run=len(ledger.rounds()),
+        accountant=OPACUS_ACCOUNTANTS[cfg.record_dp.accountant],
         cross_check=("rdp",),  # dp-accounting RDP, independent of Opacus; PLD costs ~2 s a round on a device
     )
     report = build_device_report(run_id=run_id, device_id=device_id, scope=scope, record_level=inputs)

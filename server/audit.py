@@ -119,19 +119,19 @@ class ServerAudit:
         `partitions`: node id -> partition, when the partition handshake already asked (then the canary clients
         are the last partitions, as each node computes itself, and no second query goes out).
         """
-        if not (cfg.audit_canaries or cfg.audit_canary_clients):
+        if not (cfg.audit.canaries or cfg.audit.canary_clients):
             return None
         t0 = time.perf_counter()
-        roles = (canary_roles(partitions, nodes, cfg.audit_canary_clients) if partitions else
-                 identify_canary_clients(grid, nodes, cfg.audit_canary_clients))
+        roles = (canary_roles(partitions, nodes, cfg.audit.canary_clients) if partitions else
+                 identify_canary_clients(grid, nodes, cfg.audit.canary_clients))
         real = [n for n in nodes if n not in roles]
         if len(real) != users:
             raise AuditError(f"{len(real)} nodes are users' devices but the data set has {users} users")
-        m, k = cfg.audit_canaries, cfg.audit_canary_clients
+        m, k = cfg.audit.canaries, cfg.audit.canary_clients
         if m > len(real):
             raise AuditError(f"audit-canaries: at most one record canary per device, so at most {len(real)} "
                              f"(the number of users); found {m}")
-        seed = seed or cfg.audit_seed or secrets.randbits(63)
+        seed = seed or cfg.audit.seed or secrets.randbits(63)
         rng = np.random.default_rng([seed, 0xA0D17])
         canaries = draw_record_canaries(len(catalog), m, rng) if m else []
         hosts = [real[int(i)] for i in rng.choice(len(real), size=m, replace=False)] if m else []
@@ -190,12 +190,12 @@ class ServerAudit:
         if self.record_canaries:
             scores = record_canary_scores(model, self.record_canaries, catalog, self.cfg, initial=initial,
                                           final=final)
-            k_plus, k_minus = guess_counts(len(scores), self.cfg.audit_guess_fraction)
-            delta = self.cfg.record_delta
+            k_plus, k_minus = guess_counts(len(scores), self.cfg.audit.guess_fraction)
+            delta = self.cfg.record_dp.delta
             result = one_run_audit(scores, self.record_in, k_plus=k_plus, k_minus=k_minus, delta=delta,
                                    confidence=CONFIDENCE)
             reported = [record_epsilons[h] for h in self.record_hosts if h in record_epsilons]
-            if self.cfg.record_dp:
+            if self.cfg.record_dp.enabled:
                 claimed: float | None = max(reported) if reported else 0.0
                 source = (f"the largest record-level epsilon that the {len(reported)} canary hosts that trained "
                           f"reported (each canary is protected by its host's guarantee)" if reported else
@@ -210,15 +210,15 @@ class ServerAudit:
             change = {k: np.asarray(final[k], dtype=np.float64) - np.asarray(initial[k], dtype=np.float64)
                       for k in initial}
             cosines = np.array([cosine_with(canary_direction(initial, s), change) for s in self.client_seeds])
-            k_plus, k_minus = guess_counts(len(cosines), self.cfg.audit_guess_fraction)
-            delta = user_delta if user_delta is not None else (self.cfg.user_delta or default_delta(population))
+            k_plus, k_minus = guess_counts(len(cosines), self.cfg.audit.guess_fraction)
+            delta = user_delta if user_delta is not None else (self.cfg.user_dp.delta or default_delta(population))
             result = one_run_audit(cosines, self.client_in, k_plus=k_plus, k_minus=k_minus, delta=delta,
                                    confidence=CONFIDENCE)
             dim = int(sum(np.size(v) for v in initial.values()))
             estimate = canary_cosine_estimate(cosines[self.client_in], dimension=dim, delta=delta)
-            if self.cfg.user_dp and user_epsilon is not None:
+            if self.cfg.user_dp.enabled and user_epsilon is not None:
                 claimed, source = user_epsilon, "the run's user-level epsilon (user_level.accounting.epsilon)"
-            elif self.cfg.user_dp:
+            elif self.cfg.user_dp.enabled:
                 claimed, source = None, "none: no aggregate was released (the user-level ledger is empty)"
             else:
                 claimed, source = None, "none: user-level DP (user-dp) was off"

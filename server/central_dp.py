@@ -47,7 +47,7 @@ class UserLevelDP:
     _noise: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.delta = self.cfg.user_delta or default_delta(self.population)
+        self.delta = self.cfg.user_dp.delta or default_delta(self.population)
         if self.delta >= 1.0 / self.population:
             raise ValueError(f"user-delta {self.delta} must be < 1/N = {1 / self.population:.3g}")
         self.ledger = PrivacyLedger(guarantee="user-level", subject="run")
@@ -75,20 +75,20 @@ class UserLevelDP:
 
     @property
     def poisson(self) -> bool:
-        return self.cfg.client_sampling == "poisson"
+        return self.cfg.run.client_sampling == "poisson"
 
     @property
     def sample_rate(self) -> float:
-        return self.cfg.clients_sampled(self.population) / self.population
+        return self.cfg.run.clients_sampled(self.population) / self.population
 
     def event(self):
-        return dpfedavg_event(noise_multiplier=self.cfg.user_noise_multiplier,
+        return dpfedavg_event(noise_multiplier=self.cfg.user_dp.noise_multiplier,
                               sample_rate=self.sample_rate if self.poisson else None)
 
     def would_exceed_budget(self) -> bool:
-        if self.cfg.user_epsilon_max <= 0:
+        if self.cfg.user_dp.epsilon_max <= 0:
             return False
-        budget = PrivacyBudget(epsilon_max=self.cfg.user_epsilon_max, delta=self.delta, accountant="pld")
+        budget = PrivacyBudget(epsilon_max=self.cfg.user_dp.epsilon_max, delta=self.delta, accountant="pld")
         return budget.would_exceed(self.ledger, self.event())
 
     def sample(self, nodes: list[int]) -> list[int]:
@@ -96,7 +96,7 @@ class UserLevelDP:
         if self.poisson:
             keep = self._sampler.random(len(nodes)) < self.sample_rate
             return [n for n, k in zip(nodes, keep, strict=True) if k]
-        k = self.cfg.clients_sampled(len(nodes))
+        k = self.cfg.run.clients_sampled(len(nodes))
         return sorted(nodes[int(i)] for i in self._sampler.choice(len(nodes), size=k, replace=False))
 
     def release(self, clipped: list[State], template: State, *, sampled: int, server_round: int) -> State:
@@ -115,7 +115,7 @@ class UserLevelDP:
         Secure aggregation hands over only this sum; the noise, the denominator and the ledger entry are the same
         as for `release`, whose sum the server computes itself.
         """
-        z, s = self.cfg.user_noise_multiplier, self.cfg.user_clip_norm
+        z, s = self.cfg.user_dp.noise_multiplier, self.cfg.user_dp.clip_norm
         denominator = self.sample_rate * self.population if self.poisson else max(sampled, 1)
         out: State = {}
         for key, total in clipped_sum.items():

@@ -176,9 +176,8 @@ def resumable_config(run: Path, *, overrides: Mapping[str, Any] | None = None,
     load_checkpoint(run)
     conflicts: list[str] = []
     if overrides:
-        values = {**stored.to_flwr(), **{k.replace("_", "-"): v for k, v in overrides.items()}}
         try:
-            merged = RunConfig.from_mapping(values, source="command line")
+            merged = stored.updated(overrides, source="command line")
         except ConfigError as e:
             raise CheckpointError(f"--resume {run}: {e}") from None
         conflicts += _differences(stored, merged)
@@ -191,5 +190,5 @@ def resumable_config(run: Path, *, overrides: Mapping[str, Any] | None = None,
 
 
 def _differences(stored: RunConfig, other: RunConfig) -> list[str]:
-    return [f"{f.name.replace('_', '-')}: run has {getattr(stored, f.name)!r}, given {getattr(other, f.name)!r}"
-            for f in fields(RunConfig) if getattr(stored, f.name) != getattr(other, f.name)]
+    mine, theirs = stored.to_flat(), other.to_flat()
+    return [f"{k}: run has {mine[k]!r}, given {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]

@@ -52,18 +52,18 @@ def _public_catalog(data: str, item_metadata: str) -> tuple[Catalog, LoadSummary
 
 def server_population(cfg: RunConfig) -> ServerPopulation:
     """Simulation: the data set's catalog and user count. Deployment: the public catalog and N; no user split."""
-    if not cfg.deployment_nodes:
+    if not cfg.run.deployment_nodes:
         fed = load_federation(cfg)
         return ServerPopulation(fed.catalog, len(fed.splits), fed.summary)
-    catalog, summary, _ = _public_catalog(cfg.data, cfg.item_metadata)
-    return ServerPopulation(catalog, cfg.deployment_nodes, summary)
+    catalog, summary, _ = _public_catalog(cfg.data.source, cfg.data.item_metadata)
+    return ServerPopulation(catalog, cfg.run.deployment_nodes, summary)
 
 
 def message_config(cfg: RunConfig) -> dict[str, str]:
     """Extra train/evaluate config of a deployed run: the catalog's SHA-256 ({} in a simulation)."""
-    if not cfg.deployment_nodes:
+    if not cfg.run.deployment_nodes:
         return {}
-    return {CATALOG_SHA256: _public_catalog(cfg.data, cfg.item_metadata)[2]}
+    return {CATALOG_SHA256: _public_catalog(cfg.data.source, cfg.data.item_metadata)[2]}
 
 
 def start_deployment(grid: Grid, cfg: RunConfig, nodes: list[int], catalog: Catalog) -> list[int]:
@@ -73,12 +73,12 @@ def start_deployment(grid: Grid, cfg: RunConfig, nodes: list[int], catalog: Cata
 
     Raises `DeploymentError` when no node stored the catalog.
     """
-    if not cfg.deployment_nodes:
+    if not cfg.run.deployment_nodes:
         return nodes
-    if len(nodes) > cfg.deployment_nodes:
+    if len(nodes) > cfg.run.deployment_nodes:
         log.warning("deployment: %d nodes connected, deployment-nodes is %d; leaving out nodes %s",
-                    len(nodes), cfg.deployment_nodes, nodes[cfg.deployment_nodes:])
-        nodes = nodes[:cfg.deployment_nodes]
+                    len(nodes), cfg.run.deployment_nodes, nodes[cfg.run.deployment_nodes:])
+        nodes = nodes[:cfg.run.deployment_nodes]
     data = catalog_bytes(catalog)
     digest = catalog_sha256(data)
     config = ConfigRecord({QUERY_CATALOG: data, CATALOG_SHA256: digest})

@@ -78,8 +78,9 @@ def _messages(grid: Grid, nodes: list[int], kind: str, state: State, cfg: RunCon
               run: Path, per_node: dict[int, dict[str, str]] | None = None):
     content = {"arrays": state_to_record(state)}
     # run-id names the run in device reports; device-state-root is only a proposal (a device's own state-dir wins)
-    state_root = str(Path(cfg.device_state_dir).resolve() if cfg.device_state_dir else (run / "devices").resolve())
-    config = {**cfg.to_flwr(), "server-round": server_round, "seed": cfg.seed, "run-id": run.name,
+    state_root = str(Path(cfg.run.device_state_dir).resolve() if cfg.run.device_state_dir
+                     else (run / "devices").resolve())
+    config = {**cfg.client_view(), "server-round": server_round, "seed": cfg.run.seed, "run-id": run.name,
               "device-state-root": state_root, **message_config(cfg)}  # deployed run: + the catalog's hash
     return [
         Message(RecordDict({**content, "config": ConfigRecord({**config, **(per_node or {}).get(n, {})})}),
@@ -99,7 +100,7 @@ def _peak_rss_mb() -> float:
 
 def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
                    resume: Path | None = None) -> Path:
-    """Run `cfg.num_server_rounds` rounds; returns the run directory. Raises AllRoundsFailed if none succeeded.
+    """Run `cfg.run.rounds` rounds; returns the run directory. Raises AllRoundsFailed if none succeeded.
 
     `resume`: continue that run directory from its checkpoint (`server.checkpoint`); `cfg` must be its settings.
     """
@@ -108,7 +109,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
     if resume is None:
         fed = server_population(cfg)  # simulation: the data set's users; deployment: N devices (server.deployment)
         # target epsilons -> noise multipliers, before anything runs (the population includes audit canary clients)
-        cfg = resolve_noise(cfg, fed.users + cfg.audit_canary_clients)
+        cfg = resolve_noise(cfg, fed.users + cfg.audit.canary_clients)
         run = new_run_dir(cfg)
         write_config(run, cfg, population=fed.users, catalog_size=len(fed.catalog),
                      load_summary=fed.summary.lines())
@@ -120,11 +121,11 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         fed = server_population(cfg)
     model = build_model(cfg, fed.catalog)  # also writes the catalog table cache the clients will read
     global_state: State = seeded_adapter(model)  # seeded, not the cached model's current weights
-    nodes = wait_for_nodes(grid, fed.users + cfg.audit_canary_clients)
+    nodes = wait_for_nodes(grid, fed.users + cfg.audit.canary_clients)
     nodes = start_deployment(grid, cfg, nodes, fed.catalog)  # deployed run: N nodes, each sent the catalog
     # Stable identity before any sampling: simulated nodes get random ids in every run, so order them by the
     # partition (user) they hold (server.node_order); a deployment keeps node-id order.
-    order = NodeOrder(sorted(nodes)) if cfg.deployment_nodes else order_nodes(grid, nodes)
+    order = NodeOrder(sorted(nodes)) if cfg.run.deployment_nodes else order_nodes(grid, nodes)
     nodes = order.nodes
     # empirical privacy audit (server.audit): canary clients are nodes too, but never evaluated
     audit = ServerAudit.start(grid, cfg, run, nodes=nodes, users=fed.users, catalog=fed.catalog,
@@ -134,7 +135,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
     rounds: list[dict[str, Any]] = []
     client_rows: list[dict[str, Any]] = []
     record_eps: dict[int, float] = {}  # node -> latest record-level epsilon the device reported
-    dp = UserLevelDP(cfg, len(nodes)) if cfg.user_dp else None
+    dp = UserLevelDP(cfg, len(nodes)) if cfg.user_dp.enabled else None
     succeeded, adapter_round, done = 0, 0, 0  # rounds that released; round of the adapter; rounds completed
 
     def checkpoint() -> Checkpoint:  # everything the rest of the run depends on (server.checkpoint)
@@ -170,27 +171,27 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
     emit("start", {"run_dir": str(run), "clients": len(nodes), "catalog": len(fed.catalog),
                    "adapter_params": int(sum(v.size for v in global_state.values())), "adapter_bytes": down,
                    "resumed_after_round": saved.round if saved is not None else None})
-    for server_round in range(done + 1, cfg.num_server_rounds + 1):
+    for server_round in range(done + 1, cfg.run.rounds + 1):
         t0 = time.perf_counter()
         first_row = len(client_rows)
         if dp is not None and dp.would_exceed_budget():
             log.warning("round %d: stopping, the next release would exceed user-epsilon-max %.3g",
-                        server_round, cfg.user_epsilon_max)
+                        server_round, cfg.user_dp.epsilon_max)
             rounds.append({"round": server_round, "status": "stopped: user-level budget"})
             write_rows(run, "rounds", rounds)
             emit("round", {**rounds[-1], "sampled": 0, "updates": 0, "train_loss": float("nan"), "wall_seconds": 0.0})
             break
-        rng = np.random.default_rng([cfg.seed, 0, server_round])  # per-round stream: resumable, order-free
+        rng = np.random.default_rng([cfg.run.seed, 0, server_round])  # per-round stream: resumable, order-free
         if dp is not None:
             sampled = dp.sample(nodes)
-        elif cfg.client_sampling == "poisson":
-            q = cfg.clients_sampled(len(nodes)) / len(nodes)
+        elif cfg.run.client_sampling == "poisson":
+            q = cfg.run.clients_sampled(len(nodes)) / len(nodes)
             sampled = [n for n, keep in zip(nodes, rng.random(len(nodes)) < q, strict=True) if keep]
         else:
-            sampled = _sample(nodes, cfg.clients_sampled(len(nodes)), rng)
+            sampled = _sample(nodes, cfg.run.clients_sampled(len(nodes)), rng)
         train_messages = _messages(grid, sampled, MessageType.TRAIN, global_state, cfg, server_round, run,
                                    per_node=audit.train_config(sampled) if audit is not None else None)
-        secure = SecureRound(cfg, server_round, max_clients=len(sampled)) if cfg.secure_aggregation else None
+        secure = SecureRound(cfg, server_round, max_clients=len(sampled)) if cfg.secagg.enabled else None
         if secure is not None:
             secure.attach(train_messages)  # the round's session id and encoding
         replies = list(grid.send_and_receive(train_messages)) if sampled else []
@@ -225,9 +226,9 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
                 client_rows.append({**row, "bytes_up": 0, "seconds": float(m["train-seconds"]), "status": "keys sent"})
                 continue
             if dp is not None:  # clients clip; the server enforces the bound it accounts for
-                delta, _ = clip_state(delta, clip_norm=cfg.user_clip_norm)
+                delta, _ = clip_state(delta, clip_norm=cfg.user_dp.clip_norm)
             deltas.append(delta)
-            weights.append(1.0 if cfg.aggregation_weights == "equal" else float(m["num-examples"]))
+            weights.append(1.0 if cfg.run.aggregation_weights == "equal" else float(m["num-examples"]))
             if "train-loss" in m:  # data-dependent: not sent under DP unless dp-diagnostics
                 losses.append(float(m["train-loss"]))
                 tokens += int(m["grad-tokens"])
@@ -254,14 +255,14 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
                                        server_round=server_round)
             else:
                 noisy = dp.release(deltas, global_state, sampled=len(sampled), server_round=server_round)
-            global_state = apply_update(global_state, noisy, cfg.server_learning_rate)
+            global_state = apply_update(global_state, noisy, cfg.run.server_learning_rate)
             released = True
         elif secured is not None and secured.total is not None:  # equal weights: sum / survivors
             mean = {k: (v / len(secured.survivors)).astype(np.float32) for k, v in secured.total.items()}
-            global_state = apply_update(global_state, mean, cfg.server_learning_rate)
+            global_state = apply_update(global_state, mean, cfg.run.server_learning_rate)
             released = True
         elif deltas and sum(weights) > 0:
-            global_state = apply_update(global_state, weighted_mean(deltas, weights), cfg.server_learning_rate)
+            global_state = apply_update(global_state, weighted_mean(deltas, weights), cfg.run.server_learning_rate)
             released = True
         if released:
             succeeded += 1
@@ -286,7 +287,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         }
         if secured is not None:
             row.update(secured.info)
-        if server_round % cfg.evaluate_every == 0 or server_round == cfg.num_server_rounds:
+        if server_round % cfg.eval.every == 0 or server_round == cfg.run.rounds:
             row.update(_evaluate(grid, users, global_state, cfg, server_round, len(fed.catalog), client_rows, run))
         row["wall_seconds"] = round(time.perf_counter() - t0, 3)
         row["server_peak_rss_mb"] = round(_peak_rss_mb(), 1)
@@ -303,7 +304,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         empirical = audit.finish(model, fed.catalog, initial=initial_state, final=global_state,
                                  record_epsilons=record_eps, user_epsilon=user_level_epsilon(dp),
                                  user_delta=dp.delta if dp is not None else None, population=len(nodes))
-    if cfg.user_dp or cfg.record_dp:
+    if cfg.user_dp.enabled or cfg.record_dp.enabled:
         write_run_report(run, cfg, dp, rounds_run=len([r for r in rounds if "updates" in r and "sampled" in r]),
                          empirical_audit=empirical,
                          record_epsilons=list(record_eps.values()),
@@ -312,7 +313,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
                          secure_rounds=[r for r in rounds if "secagg_ring_bits" in r])
     mark_finished(run, rounds=done)  # deletes the checkpoint's secrets: a finished run cannot be resumed
     if succeeded == 0:
-        raise AllRoundsFailed(f"all {cfg.num_server_rounds} rounds failed; see {run / 'clients.csv'}")
+        raise AllRoundsFailed(f"all {cfg.run.rounds} rounds failed; see {run / 'clients.csv'}")
     emit("done", {"run_dir": str(run), "rounds": rounds})
     return run
 
@@ -333,9 +334,9 @@ def _publish(run: Path, dp: UserLevelDP | None, rounds: list[dict[str, Any]], cl
 def _evaluate(grid: Grid, nodes: list[int], state: State, cfg: RunConfig, server_round: int, num_items: int,
               client_rows: list[dict[str, Any]], run: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    rng = np.random.default_rng([cfg.seed, 1, server_round])
+    rng = np.random.default_rng([cfg.run.seed, 1, server_round])
     # a sample every `evaluate-every` rounds keeps evaluation from dominating; the final one covers every user
-    fraction = cfg.fraction_evaluate_final if server_round == cfg.num_server_rounds else cfg.fraction_evaluate
+    fraction = cfg.eval.fraction_final if server_round == cfg.run.rounds else cfg.eval.fraction
     k = max(1, int(round(fraction * len(nodes))))
     chosen = _sample(nodes, k, rng)
     replies = grid.send_and_receive(_messages(grid, chosen, MessageType.EVALUATE, state, cfg, server_round, run))

@@ -46,17 +46,17 @@ def secure_aggregation_scope(cfg: RunConfig,
     aborted = [int(r["round"]) for r in secure_rounds if str(r.get("status", "")).startswith("aborted")]
     quant = max((float(r["secagg_quantization_error_bound"]) for r in secure_rounds
                  if "secagg_quantization_error_bound" in r), default=None)
-    noise = cfg.user_noise_multiplier * cfg.user_clip_norm
+    noise = cfg.user_dp.noise_multiplier * cfg.user_dp.clip_norm
     protocol = (
         f"fedrec SecAgg+ (Bell et al. 2020 over Bonawitz et al. 2017): X25519 key agreement, HKDF-SHA256, "
         f"ChaCha20 masks from 256-bit secrets, AES-256-GCM share transport, Shamir sharing over GF(2^128); "
         f"k-regular Harary graph on a random labelling, k = {_span(ks)} neighbours "
-        f"(setting {cfg.secagg_neighbours or 'auto'}), threshold t = {_span(ts)} of the k + 1 share holders "
-        f"(a strict majority; fraction {cfg.secagg_threshold_fraction:g}); each client clips its whole delta to "
-        f"S = {cfg.user_clip_norm:g} and encodes it in Z_2^{cfg.secagg_ring_bits} (no per-coordinate clipping, "
+        f"(setting {cfg.secagg.neighbours or 'auto'}), threshold t = {_span(ts)} of the k + 1 share holders "
+        f"(a strict majority; fraction {cfg.secagg.threshold_fraction:g}); each client clips its whole delta to "
+        f"S = {cfg.user_dp.clip_norm:g} and encodes it in Z_2^{cfg.secagg.ring_bits} (no per-coordinate clipping, "
         f"no overflow by construction)"
         + (f"; quantization error of the sum <= {quant:.3g} per coordinate"
-           + (f" against noise std z*S = {noise:.3g}" if cfg.user_dp else "") if quant is not None else "")
+           + (f" against noise std z*S = {noise:.3g}" if cfg.user_dp.enabled else "") if quant is not None else "")
         + f"; {len(aborted)} round(s) aborted with fewer than t survivors, nothing released: {aborted or 'none'}")
     notes = (
         "secure aggregation assumes an honest-but-curious server (it runs the protocol as written, including the "
@@ -65,7 +65,7 @@ def secure_aggregation_scope(cfg: RunConfig,
         "authentication, so an actively malicious server is not covered. The server sees masked uploads and the "
         "exact sum of the survivors' clipped deltas"
         + (" before it adds the Gaussian noise: the DP guarantee is central, it protects against everyone who "
-           "sees the released adapters, not the sum against the server" if cfg.user_dp else "")
+           "sees the released adapters, not the sum against the server" if cfg.user_dp.enabled else "")
         + ". The server cannot check the clipping bound of a masked upload (a malicious client could send a "
         "larger one).")
     return protocol, (ts[0] - 1 if ts else None), notes
@@ -84,12 +84,12 @@ def write_run_report(run: Path, cfg: RunConfig, dp: UserLevelDP | None, *, round
              "and is trusted to add the noise; the guarantee holds against everyone who sees the released "
              "global adapters") if dp is not None else "no user-level mechanism in this run"
     protocol, colluding = None, None
-    if cfg.secure_aggregation:
+    if cfg.secagg.enabled:
         protocol, colluding, notes = secure_aggregation_scope(cfg, secure_rounds)
         if dp is None:
             notes += " No user-level mechanism in this run."
     dp_setting = "central (trusted server adds the noise)" if dp is not None else "local (on device)"
-    if dp is not None and cfg.secure_aggregation:
+    if dp is not None and cfg.secagg.enabled:
         dp_setting = "central DP-FedAvg with server-side noise after secure aggregation (SecAgg+)"
     scope = Scope(dp_setting=dp_setting, secure_aggregation=protocol, colluding_clients_max=colluding,
                   trust_notes=notes)
@@ -101,11 +101,12 @@ def write_run_report(run: Path, cfg: RunConfig, dp: UserLevelDP | None, *, round
                                               "seed; a sampled client that fails is a dropout, never replaced")
                     if dp.poisson else
                     Sampling.no_amplification(population=population,
-                                              expected_sample_size=cfg.clients_sampled(population),
+                                              expected_sample_size=cfg.run.clients_sampled(population),
                                               evidence="fixed-size sample; no amplification claimed"))
         user_level = GuaranteeInputs(
             ledger=dp.ledger,
-            mechanism=Mechanism.dp_fedavg(noise_multiplier=cfg.user_noise_multiplier, clip_norm=cfg.user_clip_norm,
+            mechanism=Mechanism.dp_fedavg(noise_multiplier=cfg.user_dp.noise_multiplier,
+                                          clip_norm=cfg.user_dp.clip_norm,
                                           rng=RNG_DESCRIPTION),
             sampling=sampling, delta=dp.delta, rounds_run=rounds_run,
             rounds_without_release=tuple(rounds_without_release),
@@ -113,11 +114,12 @@ def write_run_report(run: Path, cfg: RunConfig, dp: UserLevelDP | None, *, round
     report = build_run_report(
         run_id=run.name, scope=scope, user_level=user_level,
         record_level_epsilons=record_epsilons,
-        record_level_delta=cfg.record_delta if cfg.record_dp and record_epsilons else None,
-        record_level_accountant=f"opacus-{cfg.record_accountant}" if cfg.record_dp and record_epsilons else None,
+        record_level_delta=cfg.record_dp.delta if cfg.record_dp.enabled and record_epsilons else None,
+        record_level_accountant=(f"opacus-{cfg.record_dp.accountant}" if cfg.record_dp.enabled and record_epsilons
+                                 else None),
         empirical_audit=empirical_audit,  # server.audit: measured lower bounds beside the claimed epsilons
     )
-    key_path = Path(cfg.server_key) if cfg.server_key else run.parent / "server-ed25519.pem"
+    key_path = Path(cfg.run.server_key) if cfg.run.server_key else run.parent / "server-ed25519.pem"
     key = load_or_create_private_key(key_path)
     save_public_key(key, run / "server-ed25519.pub")
     signed = sign_report(report, key)

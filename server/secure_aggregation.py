@@ -111,8 +111,8 @@ class SecureRound:
         server: SecAggServer | None = None
         try:
             server = SecAggServer(session=self.session, ring_bits=self.encoding.ring_bits, dim=dim,
-                                  advertised=advertised, degree=self.cfg.secagg_neighbours,
-                                  threshold_fraction=self.cfg.secagg_threshold_fraction)
+                                  advertised=advertised, degree=self.cfg.secagg.neighbours,
+                                  threshold_fraction=self.cfg.secagg.threshold_fraction)
             out.info.update({"secagg_neighbours": server.degree, "secagg_threshold": server.threshold})
             server.receive_share_keys(self._exchange(
                 grid, out, wire.SHARE_KEYS, server.share_keys_requests(), wire.share_keys_request_to_record,
@@ -150,7 +150,7 @@ class SecureRound:
             out.bytes_down[node] = out.bytes_down.get(node, 0) + size
             down += size
             messages.append(Message(content, dst_node_id=node, message_type=wire.MESSAGE_TYPES[stage]))
-        timeout = self.cfg.secagg_stage_timeout or None
+        timeout = self.cfg.secagg.stage_timeout or None
         replies = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
         parsed: dict[int, Any] = {}
         for reply in replies:

@@ -100,7 +100,7 @@ class AuditInstructions:
 
 def record_slots(cfg: RunConfig) -> int:
     """DP-SGD slots of every device: the K history slots, plus one audit slot when record canaries are on."""
-    return cfg.examples_per_user + (1 if cfg.audit_canaries > 0 else 0)
+    return cfg.train.examples_per_user + (1 if cfg.audit.canaries > 0 else 0)
 
 
 def canary_client_index(partition_id: int, num_partitions: int, canary_clients: int) -> int | None:
@@ -126,7 +126,7 @@ def canary_examples(canaries: Sequence[RecordCanary], catalog: Catalog, cfg: Run
                     ) -> tuple[list[str], list[int], list[np.ndarray]]:
     """(prompts, targets, histories) of the canaries, built like `fedrec.shared.examples.draw_examples`'s."""
     histories = [np.asarray(c.history, dtype=np.int64) for c in canaries]
-    prompts = [prompt_text(catalog, h, cfg.prompt_tags) for h in histories]
+    prompts = [prompt_text(catalog, h, cfg.model.prompt_tags) for h in histories]
     return prompts, [int(c.target) for c in canaries], histories
 
 

@@ -90,12 +90,12 @@ def plan_round(cfg: RunConfig, *, num_records: int | None = None) -> DpSgdPlan:
         num_records = record_slots(cfg)
     if num_records < 1:
         raise ValueError(f"num_records: a device needs at least one example to train, found {num_records}")
-    q = min(1.0, cfg.record_expected_batch / num_records)
+    q = min(1.0, cfg.record_dp.expected_batch / num_records)
     per_epoch = max(1, math.floor(1.0 / q + 0.5))  # round half up (Python's round() would round 2.5 to 2)
     return DpSgdPlan(num_records=num_records, sample_rate=q,
-                     expected_batch_size=float(min(cfg.record_expected_batch, num_records)),  # = q * n, exactly
-                     steps_per_epoch=per_epoch, steps=per_epoch * cfg.local_epochs,
-                     noise_multiplier=cfg.record_noise_multiplier, max_grad_norm=cfg.record_max_grad_norm)
+                     expected_batch_size=float(min(cfg.record_dp.expected_batch, num_records)),  # = q * n, exactly
+                     steps_per_epoch=per_epoch, steps=per_epoch * cfg.train.local_epochs,
+                     noise_multiplier=cfg.record_dp.noise_multiplier, max_grad_norm=cfg.record_dp.max_grad_norm)
 
 
 def new_record_ledger(*, subject: str = "") -> PrivacyLedger:
@@ -105,16 +105,16 @@ def new_record_ledger(*, subject: str = "") -> PrivacyLedger:
 
 def record_epsilon(ledger: PrivacyLedger, cfg: RunConfig) -> float:
     """The device's cumulative epsilon at `record_delta` over its whole ledger, by the Opacus accountant chosen."""
-    acc = make_accountant(OPACUS_ACCOUNTANTS[cfg.record_accountant], adjacency=ledger.adjacency)
-    return acc.epsilon(ledger.events(), delta=cfg.record_delta)
+    acc = make_accountant(OPACUS_ACCOUNTANTS[cfg.record_dp.accountant], adjacency=ledger.adjacency)
+    return acc.epsilon(ledger.events(), delta=cfg.record_dp.delta)
 
 
 def record_budget(cfg: RunConfig) -> PrivacyBudget | None:
     """The device budget, or None when `record_epsilon_max` is 0 (no budget)."""
-    if cfg.record_epsilon_max <= 0:
+    if cfg.record_dp.epsilon_max <= 0:
         return None
-    return PrivacyBudget(epsilon_max=cfg.record_epsilon_max, delta=cfg.record_delta,
-                         accountant=OPACUS_ACCOUNTANTS[cfg.record_accountant])
+    return PrivacyBudget(epsilon_max=cfg.record_dp.epsilon_max, delta=cfg.record_dp.delta,
+                         accountant=OPACUS_ACCOUNTANTS[cfg.record_dp.accountant])
 
 
 @dataclass
@@ -154,15 +154,15 @@ def train_local_private(
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
-    if cfg.item_tower != "frozen":
-        raise ValueError(f"record-level DP-SGD supports item-tower 'frozen' only, found {cfg.item_tower!r}")
+    if cfg.model.item_tower != "frozen":
+        raise ValueError(f"record-level DP-SGD supports item-tower 'frozen' only, found {cfg.model.item_tower!r}")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    epochs = [draw_examples(split, catalog, buckets=cfg.examples_per_user, order=cfg.history_order, rng=rng,
-                            tags=cfg.prompt_tags) for _ in range(cfg.local_epochs)]
+    epochs = [draw_examples(split, catalog, buckets=cfg.train.examples_per_user, order=cfg.model.history_order, rng=rng,
+                            tags=cfg.model.prompt_tags) for _ in range(cfg.train.local_epochs)]
     plan = plan_round(cfg)  # over the K fixed slots: q and the step count do not depend on the history
-    if len(canaries) > plan.num_records - cfg.examples_per_user:
-        raise ValueError(f"{len(canaries)} audit canaries but {plan.num_records - cfg.examples_per_user} audit "
+    if len(canaries) > plan.num_records - cfg.train.examples_per_user:
+        raise ValueError(f"{len(canaries)} audit canaries but {plan.num_records - cfg.train.examples_per_user} audit "
                          "slots on this device (audit-canaries must be > 0, and a device hosts at most one)")
     extra = canary_examples(canaries, catalog, cfg)
     budget = record_budget(cfg)
@@ -183,11 +183,11 @@ def train_local_private(
         check = _UpdateCheck(model, opt)
         for prompts, targets, hists in epochs:
             # slot -> example: an example's target lies in its bucket, so the target's bucket is the slot
-            example_in = {bucket_of(catalog.item_ids[t], cfg.examples_per_user): i for i, t in enumerate(targets)}
+            example_in = {bucket_of(catalog.item_ids[t], cfg.train.examples_per_user): i for i, t in enumerate(targets)}
             if len(example_in) != len(targets):
                 raise DpSgdError("two examples in one slot: the examples' buckets must be the DP-SGD slots")
             # audit canaries fill the slots after the K history slots (an audit slot without one stays empty)
-            example_in.update({cfg.examples_per_user + j: len(targets) + j for j in range(len(canaries))})
+            example_in.update({cfg.train.examples_per_user + j: len(targets) + j for j in range(len(canaries))})
             prompts, targets, hists = prompts + extra[0], targets + extra[1], hists + extra[2]
             for _ in range(plan.steps_per_epoch):
                 slots = poisson_sample(plan.num_records, plan.sample_rate, generator=sampling)
@@ -195,7 +195,7 @@ def train_local_private(
                 opt.zero_grad(set_to_none=True)
                 if sel:
                     batch = make_batch(tokenizer, [prompts[i] for i in sel], [targets[i] for i in sel],
-                                       [hists[i] for i in sel], cfg.history_tokens).to(device)
+                                       [hists[i] for i in sel], cfg.model.history_tokens).to(device)
                     # The hooks sit on model's own layers, so calling model (as example_loss does) is the
                     # same as calling gsm. Mean over the real batch; DPOptimizer rescales to the expected one.
                     loss = example_loss(model, batch.input_ids, batch.attention_mask, batch.target, batch.history)
@@ -227,7 +227,7 @@ def train_local_private(
     ledger.record_local_dpsgd(round=server_round, noise_multiplier=plan.noise_multiplier,
                               sample_rate=plan.sample_rate, steps=steps, max_grad_norm=plan.max_grad_norm,
                               num_records=plan.num_records, expected_batch_size=plan.expected_batch_size,
-                              epochs=cfg.local_epochs)
+                              epochs=cfg.train.local_epochs)
     return DpTrainStats(examples=sum(len(e[0]) for e in epochs), steps=steps, loss=total / max(n_loss, 1),
                         seconds=time.perf_counter() - t0, tokens=tokens, records=plan.num_records,
                         sample_rate=plan.sample_rate, empty_steps=empty, epsilon=record_epsilon(ledger, cfg))

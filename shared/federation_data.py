@@ -40,4 +40,5 @@ def _load(data: str, item_metadata: str, max_users: int, split_seed: int, min_in
 
 def load_federation(cfg: RunConfig) -> Federation:
     """Parse (once per process) and split the data set named by `cfg`."""
-    return _load(cfg.data, cfg.item_metadata, cfg.max_users, cfg.split_seed, cfg.min_interactions)
+    d = cfg.data
+    return _load(d.source, d.item_metadata, d.max_users, d.split_seed, d.min_interactions)

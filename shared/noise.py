@@ -18,18 +18,19 @@ from fedrec.shared.privacy.calibrate import record_noise_for, user_noise_for
 def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
     """`cfg` with noise multipliers (and default budgets) derived from its target epsilons, if any."""
     changes: dict[str, float] = {}
-    if cfg.record_dp and cfg.record_target_epsilon > 0:
+    if cfg.record_dp.enabled and cfg.record_dp.target_epsilon > 0:
         plan = plan_round(cfg)
-        changes["record_noise_multiplier"] = record_noise_for(
-            target_epsilon=cfg.record_target_epsilon, rounds=cfg.record_target_rounds, sample_rate=plan.sample_rate,
-            steps=plan.steps, delta=cfg.record_delta, accountant=OPACUS_ACCOUNTANTS[cfg.record_accountant])
-        if cfg.record_epsilon_max <= 0:
-            changes["record_epsilon_max"] = cfg.record_target_epsilon
-    if cfg.user_dp and cfg.user_target_epsilon > 0:
-        q = cfg.clients_sampled(population) / population if cfg.client_sampling == "poisson" else None
-        changes["user_noise_multiplier"] = user_noise_for(
-            target_epsilon=cfg.user_target_epsilon, rounds=cfg.num_server_rounds, sample_rate=q,
-            delta=cfg.user_delta or default_delta(population))
-        if cfg.user_epsilon_max <= 0:
-            changes["user_epsilon_max"] = cfg.user_target_epsilon
-    return cfg.replace(**changes) if changes else cfg
+        changes["record_dp.noise_multiplier"] = record_noise_for(
+            target_epsilon=cfg.record_dp.target_epsilon, rounds=cfg.record_dp.target_rounds,
+            sample_rate=plan.sample_rate, steps=plan.steps, delta=cfg.record_dp.delta,
+            accountant=OPACUS_ACCOUNTANTS[cfg.record_dp.accountant])
+        if cfg.record_dp.epsilon_max <= 0:
+            changes["record_dp.epsilon_max"] = cfg.record_dp.target_epsilon
+    if cfg.user_dp.enabled and cfg.user_dp.target_epsilon > 0:
+        q = cfg.run.clients_sampled(population) / population if cfg.run.client_sampling == "poisson" else None
+        changes["user_dp.noise_multiplier"] = user_noise_for(
+            target_epsilon=cfg.user_dp.target_epsilon, rounds=cfg.run.rounds, sample_rate=q,
+            delta=cfg.user_dp.delta or default_delta(population))
+        if cfg.user_dp.epsilon_max <= 0:
+            changes["user_dp.epsilon_max"] = cfg.user_dp.target_epsilon
+    return cfg.updated(changes, source="target epsilon calibration") if changes else cfg

@@ -58,9 +58,9 @@ def versions() -> dict[str, str]:
 def new_run_dir(cfg: RunConfig) -> Path:
     """A fresh, empty run directory. A named run never overwrites an earlier one; an unnamed run gets a
     timestamp (with a -2, -3, ... suffix if two runs start in the same second)."""
-    parent = Path(cfg.run_dir)
-    if cfg.run_name:
-        path = parent / cfg.run_name
+    parent = Path(cfg.run.dir)
+    if cfg.run.name:
+        path = parent / cfg.run.name
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"run directory {path} already exists and is not empty; choose another --run-name")
     else:
@@ -74,7 +74,7 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 
 def write_config(run: Path, cfg: RunConfig, **extra: Any) -> None:
-    doc = {"config": cfg.to_flwr(), "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    doc = {"config": cfg.to_nested(), "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     doc.update(extra)
     atomic_write_text(run / "config.json", json.dumps(doc, indent=2))
 

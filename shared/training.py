@@ -61,16 +61,17 @@ def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True) -> Rec
     With `cached`, one model per (settings, catalog) is kept per process and reused for every client message
     the process serves; callers load the global adapter state into it before use, so nothing is loaded twice.
     """
-    key = "|".join(str(x) for x in (cfg.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.head,
-                                    cfg.item_bias, cfg.temperature, cfg.item_tokens, _catalog_key(catalog)))
+    m = cfg.model
+    key = "|".join(str(x) for x in (m.name, m.lora_rank, m.lora_alpha, m.lora_targets, m.head, m.item_bias,
+                                    m.temperature, m.item_tokens, _catalog_key(catalog)))
     if cached and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     torch.manual_seed(0)  # LoRA A init must be identical everywhere: it is the starting global state
-    backbone = load_backbone(cfg.model, device=os.environ.get("FEDREC_DEVICE", "cpu"))  # runtime-only setting
-    table = catalog_embeddings(backbone, catalog, cfg.item_tokens)  # base model, before LoRA is attached
-    encoder = attach_lora(backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_list)
-    model = Recommender(backbone, encoder, table, head=cfg.head, item_bias=cfg.item_bias,
-                        temperature=cfg.temperature).to(next(backbone.model.parameters()).device)
+    backbone = load_backbone(cfg.model.name, device=os.environ.get("FEDREC_DEVICE", "cpu"))  # runtime-only setting
+    table = catalog_embeddings(backbone, catalog, cfg.model.item_tokens)  # base model, before LoRA is attached
+    encoder = attach_lora(backbone, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_target_list)
+    model = Recommender(backbone, encoder, table, head=cfg.model.head, item_bias=cfg.model.item_bias,
+                        temperature=cfg.model.temperature).to(next(backbone.model.parameters()).device)
     # The seeded starting adapter, kept apart: clients train the cached object in place, so a later run in the
     # same process must start from this copy, never from whatever the model holds now (`initial_state`).
     model._initial_state = {k: v.detach().cpu().numpy().copy() for k, v in trainable_state(model).items()}
@@ -94,9 +95,9 @@ def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
     """
     bias = [model.item_bias.weight] if model.item_bias is not None else []
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("item_bias")]
-    groups = [{"params": rest, "lr": cfg.learning_rate}]
+    groups = [{"params": rest, "lr": cfg.train.learning_rate}]
     if bias:
-        groups.append({"params": bias, "lr": cfg.bias_learning_rate, "eps": 1.0})
+        groups.append({"params": bias, "lr": cfg.train.bias_learning_rate, "eps": 1.0})
     return torch.optim.Adam(groups)
 
 
@@ -121,14 +122,14 @@ def candidate_loss(model: Recommender, tokenizer, catalog: Catalog, batch, rng, 
     for target, hist in zip(batch.target.tolist(), batch.history.tolist(), strict=True):
         own = set(hist) | {target}
         negs: list[int] = []
-        while len(negs) < cfg.negatives:
+        while len(negs) < cfg.train.negatives:
             j = int(rng.integers(len(catalog)))
             if j not in own and j not in negs:
                 negs.append(j)
         cands.append([target] + negs)
-    k = cfg.negatives + 1
+    k = cfg.train.negatives + 1
     flat = [texts_all[j] for row in cands for j in row]
-    ids, mask = (t.to(batch.input_ids.device) for t in tokenize(tokenizer, flat, cfg.item_tokens))
+    ids, mask = (t.to(batch.input_ids.device) for t in tokenize(tokenizer, flat, cfg.model.item_tokens))
     ids = ids.view(len(cands), k, -1)  # (B, K, L): encoded slot by slot in candidate_logits
     mask = mask.view(len(cands), k, -1)
     logits = model.candidate_logits(batch.input_ids, batch.attention_mask, ids, mask)
@@ -155,12 +156,12 @@ def train_examples(
     t0, steps, total, n_loss, n_examples, tokens = time.perf_counter(), 0, 0.0, 0, 0, 0
     for prompts, targets, hists in epochs:
         order = rng.permutation(len(prompts))
-        for start in range(0, len(order), cfg.batch_size):
-            sel = order[start : start + cfg.batch_size]
+        for start in range(0, len(order), cfg.train.batch_size):
+            sel = order[start : start + cfg.train.batch_size]
             batch = make_batch(tokenizer, [prompts[i] for i in sel], [targets[i] for i in sel],
-                               [hists[i] for i in sel], cfg.history_tokens).to(model.catalog.device)
+                               [hists[i] for i in sel], cfg.model.history_tokens).to(model.catalog.device)
             opt.zero_grad(set_to_none=True)
-            if cfg.item_tower == "frozen":
+            if cfg.model.item_tower == "frozen":
                 loss = example_loss(model, batch.input_ids, batch.attention_mask, batch.target, batch.history)
             else:
                 loss = candidate_loss(model, tokenizer, catalog, batch, rng, cfg)
@@ -186,8 +187,8 @@ def train_local(
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    epochs = [draw_examples(split, catalog, buckets=cfg.examples_per_user, order=cfg.history_order, rng=rng,
-                            tags=cfg.prompt_tags) for _ in range(cfg.local_epochs)]
+    epochs = [draw_examples(split, catalog, buckets=cfg.train.examples_per_user, order=cfg.model.history_order, rng=rng,
+                            tags=cfg.model.prompt_tags) for _ in range(cfg.train.local_epochs)]
     if canaries:
         extra = canary_examples(canaries, catalog, cfg)
         epochs = [(p + extra[0], t + extra[1], h + extra[2]) for p, t, h in epochs]
@@ -206,8 +207,8 @@ def train_central(
     for _ in range(epochs):
         prompts, targets, hists = [], [], []
         for split in splits:
-            p, t, h = draw_examples(split, catalog, buckets=cfg.examples_per_user, order=cfg.history_order,
-                                    rng=rng, tags=cfg.prompt_tags)
+            p, t, h = draw_examples(split, catalog, buckets=cfg.train.examples_per_user, order=cfg.model.history_order,
+                                    rng=rng, tags=cfg.model.prompt_tags)
             prompts += p
             targets += t
             hists += h
@@ -222,7 +223,7 @@ def prepare_for_scoring(model: Recommender, catalog: Catalog, cfg: RunConfig) ->
     evaluation round in a worker), not once per evaluated user: the table is kept with a digest of the
     trainable weights and the catalog, and reused while both are unchanged.
     """
-    if cfg.item_tower != "shared-lora":
+    if cfg.model.item_tower != "shared-lora":
         return  # the frozen table was computed once per process by build_model
     digest = hashlib.sha256(_catalog_key(catalog).encode())
     for name, p in sorted(model.named_parameters()):
@@ -232,7 +233,7 @@ def prepare_for_scoring(model: Recommender, catalog: Catalog, cfg: RunConfig) ->
     if cached is not None and cached[0] == digest.hexdigest() and cached[1] is model.catalog:
         return
     model.catalog = encode_texts(model.backbone, model.encoder, catalog_texts(catalog),
-                                 cfg.item_tokens).to(model.catalog.device)
+                                 cfg.model.item_tokens).to(model.catalog.device)
     model._scoring_table = (digest.hexdigest(), model.catalog)
 
 
@@ -242,14 +243,14 @@ def score_prompts(model: Recommender, prompts: list[str], cfg: RunConfig, batch_
     model.eval()
     out = []
     for start in range(0, len(prompts), batch_size):
-        ids, mask = tokenize(model.backbone.tokenizer, prompts[start : start + batch_size], cfg.history_tokens)
+        ids, mask = tokenize(model.backbone.tokenizer, prompts[start : start + batch_size], cfg.model.history_tokens)
         dev = model.catalog.device
         out.append(model(ids.to(dev), mask.to(dev)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.catalog.shape[0]), dtype=np.float32)
 
 
 def score_users(model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig) -> np.ndarray:
-    prompts = [evaluation_prompt(s, catalog, cfg.history_order, cfg.prompt_tags) for s in splits]
+    prompts = [evaluation_prompt(s, catalog, cfg.model.history_order, cfg.model.prompt_tags) for s in splits]
     return score_prompts(model, prompts, cfg)
 
 

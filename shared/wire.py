@@ -5,7 +5,7 @@ loudly on a missing key rather than guess.
 
 Server -> client (message type "train" or "evaluate"):
     "arrays": ArrayRecord   the global adapter state (float32), one tensor per trainable parameter
-    "config": ConfigRecord  RunConfig.to_flwr() plus "server-round", "seed", "run-id" (the run directory's
+    "config": ConfigRecord  RunConfig.to_flat() plus "server-round", "seed", "run-id" (the run directory's
                             name, for device reports) and "device-state-root" (a proposed root for simulated
                             devices' state directories; a device's own `state-dir` node setting wins)
 Client -> server, train reply:

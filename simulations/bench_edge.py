@@ -104,7 +104,8 @@ def child_train(run: Path, split_file: Path) -> dict:
     from fedrec.shared.wire import state_bytes
 
     t_import = time.time() - float(os.environ[SPAWNED])
-    cfg = RunConfig.from_mapping({**read_config(run).to_flwr(), "record-dp": True, "aggregation-weights": "equal"})
+    cfg = RunConfig.from_mapping({**read_config(run).to_flat(), "record_dp.enabled": True,
+                                  "run.aggregation_weights": "equal"})
     s = json.loads(split_file.read_text())
     split = UserSplit(s["user"], np.asarray(s["train_items"], dtype=np.int64), np.asarray(s["train_weights"]),
                       s["val_item"], s["test_item"])
@@ -120,7 +121,7 @@ def child_train(run: Path, split_file: Path) -> dict:
     return {"import_s": t_import, "load_s": t_load, "train_s": stats.seconds, "steps": stats.steps,
             "empty_steps": stats.empty_steps, "examples": stats.examples, "epsilon": stats.epsilon,
             "noise_multiplier": plan.noise_multiplier, "sample_rate": plan.sample_rate,
-            "record_delta": cfg.record_delta, "update_bytes": state_bytes(
+            "record_delta": cfg.record_dp.delta, "update_bytes": state_bytes(
                 {k: v.numpy() for k, v in trainable_state(model).items()}),
             "peak_rss_mb": peak, "rss_mb": rss, "threads": torch.get_num_threads()}
 
@@ -231,10 +232,10 @@ def secagg_round(data: str, clients: int, rundir: Path) -> dict:
     from fedrec.shared.config import RunConfig
     from fedrec.simulations.simulate import simulate
 
-    cfg = RunConfig.from_mapping({"data": data, "max-users": clients, "num-server-rounds": 1,
-                                  "clients-per-round": clients, "evaluate-every": 1, "record-dp": True,
-                                  "secure-aggregation": True, "aggregation-weights": "equal",
-                                  "run-dir": str(rundir), "run-name": f"edge-secagg-{time.strftime('%H%M%S')}"})
+    cfg = RunConfig.from_mapping({"data.source": data, "data.max_users": clients, "run.rounds": 1,
+                                  "run.clients_per_round": clients, "eval.every": 1, "record_dp.enabled": True,
+                                  "secagg.enabled": True, "run.aggregation_weights": "equal",
+                                  "run.dir": str(rundir), "run.name": f"edge-secagg-{time.strftime('%H%M%S')}"})
     t0 = time.perf_counter()
     run = simulate(cfg, engine="inprocess")
     wall = time.perf_counter() - t0
@@ -263,9 +264,9 @@ def train_adapter(data: str, rundir: Path) -> Path:
     from fedrec.shared.config import RunConfig
     from fedrec.simulations.simulate import simulate
 
-    cfg = RunConfig.from_mapping({"data": data, "num-server-rounds": 5, "clients-per-round": 50,
-                                  "evaluate-every": 5, "run-dir": str(rundir),
-                                  "run-name": f"edge-adapter-{time.strftime('%Y%m%d-%H%M%S')}"})
+    cfg = RunConfig.from_mapping({"data.source": data, "run.rounds": 5, "run.clients_per_round": 50,
+                                  "eval.every": 5, "run.dir": str(rundir),
+                                  "run.name": f"edge-adapter-{time.strftime('%Y%m%d-%H%M%S')}"})
     return simulate(cfg, engine="inprocess")
 
 
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         run = train_adapter(args.data, scratch)
         t_train = time.perf_counter() - t
-    cfg = RunConfig.from_mapping({**read_config(run).to_flwr(), "data": args.data})
+    cfg = RunConfig.from_mapping({**read_config(run).to_flat(), "data.source": args.data})
     fed = load_federation(cfg)
     evaluated = [s for s in fed.splits if s.evaluated]
     res: dict = {"run": str(run), "trained_here_s": t_train, "catalog_size": len(fed.catalog)}
@@ -405,11 +406,12 @@ def report(res: dict, argv: list[str], started: str, cfg: RunConfig) -> str:
         f"{'/'.join(f'{x:.1f}' for x in res['load'][0])}, at end {'/'.join(f'{x:.1f}' for x in res['load'][1])}"
         + (" (this benchmark alone keeps about 1-2 cores busy: other jobs shared the 2 cores, so the timings are "
            "upper bounds, not best cases)." if max(res["load"][0] + res["load"][1]) > 2.5 else "."),
-        f"- Adapter: `{res['run']}` ({cfg.num_server_rounds} rounds x {cfg.clients_per_round} clients, "
-        f"record-dp {cfg.record_dp}, user-dp {cfg.user_dp}"
+        f"- Adapter: `{res['run']}` ({cfg.run.rounds} rounds x {cfg.run.clients_per_round} clients, "
+        f"record-dp {cfg.record_dp.enabled}, user-dp {cfg.user_dp.enabled}"
         + (f", trained by this script in {res['trained_here_s']:.0f} s" if res["trained_here_s"] else "") + ").",
-        f"- Model {cfg.model} (LoRA r={cfg.lora_rank} on {cfg.lora_targets or 'query,value'}, head, item bias), "
-        f"history prompt {cfg.history_tokens} tokens, catalog of {res['catalog_size']:,} artists; torch default "
+        f"- Model {cfg.model.name} (LoRA r={cfg.model.lora_rank} on {cfg.model.lora_targets or 'query,value'}, head, "
+        f"item bias), "
+        f"history prompt {cfg.model.history_tokens} tokens, catalog of {res['catalog_size']:,} artists; torch default "
         "threads.",
         "",
     ]

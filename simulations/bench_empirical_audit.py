@@ -49,7 +49,7 @@ def _eps_list(text: str) -> list[float | None]:
 def _run(name: str, base: dict[str, Any], changes: dict[str, Any], engine: str) -> dict[str, Any]:
     from fedrec.simulations.simulate import simulate
 
-    cfg = RunConfig.from_mapping({**base, **changes, "run-name": f"{base['run-name']}-{name}"}, source=name)
+    cfg = RunConfig.from_mapping({**base, **changes, "run.name": f"{base['run.name']}-{name}"}, source=name)
     t0 = time.perf_counter()
     run = simulate(cfg, engine=engine)
     wall = time.perf_counter() - t0
@@ -95,29 +95,31 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.startswith("synthetic") and not Path(args.data).is_dir():
         print(f"data directory {args.data} not found (HetRec Last.fm-2K is not shipped with fedrec)", file=sys.stderr)
         return 2
-    base: dict[str, Any] = {"data": args.data, "max-users": args.max_users, "num-server-rounds": args.rounds,
-                            "clients-per-round": args.clients_per_round, "evaluate-every": args.rounds,
-                            "audit-guess-fraction": args.guess_fraction, "run-dir": args.run_dir,
-                            "user-delta": args.user_delta,
-                            "run-name": f"bench-audit-{time.strftime('%Y%m%d-%H%M%S')}",
+    base: dict[str, Any] = {"data.source": args.data, "data.max_users": args.max_users, "run.rounds": args.rounds,
+                            "run.clients_per_round": args.clients_per_round, "eval.every": args.rounds,
+                            "audit.guess_fraction": args.guess_fraction, "run.dir": args.run_dir,
+                            "user_dp.delta": args.user_delta,
+                            "run.name": f"bench-audit-{time.strftime('%Y%m%d-%H%M%S')}",
                             **dict(kv.split("=", 1) for kv in args.set)}
-    users = len(load_federation(RunConfig.from_mapping({k: v for k, v in base.items() if k != "run-name"})).splits)
+    users = len(load_federation(RunConfig.from_mapping({k: v for k, v in base.items() if k != "run.name"})).splits)
     m = min(args.canaries, users)
     participation = max(1, math.ceil(args.rounds * min(args.clients_per_round, users) / users))
     record_eps, user_eps = _eps_list(args.record_eps), _eps_list(args.user_eps)
     rows: list[tuple[str, float | None, dict[str, Any], dict[str, Any]]] = []  # (level, target, audit, run)
     if None in record_eps or None in user_eps:
-        run = _run("nodp", base, {"audit-canaries": m if None in record_eps else 0,
-                                  "audit-canary-clients": args.canary_clients if None in user_eps else 0},
+        run = _run("nodp", base, {"audit.canaries": m if None in record_eps else 0,
+                                  "audit.canary_clients": args.canary_clients if None in user_eps else 0},
                    args.engine)
         rows += [(level, None, a, run) for level, a in run["audits"].items()]
     for eps in (e for e in record_eps if e is not None):
-        run = _run(f"record-eps{eps:g}", base, {"audit-canaries": m, "record-dp": True, "record-target-epsilon": eps,
-                                                "record-target-rounds": participation}, args.engine)
+        run = _run(f"record-eps{eps:g}", base, {"audit.canaries": m, "record_dp.enabled": True,
+                                                "record_dp.target_epsilon": eps,
+                                                "record_dp.target_rounds": participation}, args.engine)
         rows.append(("record-level", eps, run["audits"]["record-level"], run))
     for eps in (e for e in user_eps if e is not None):
-        run = _run(f"user-eps{eps:g}", base, {"audit-canary-clients": args.canary_clients, "user-dp": True,
-                                              "client-sampling": "poisson", "user-target-epsilon": eps}, args.engine)
+        run = _run(f"user-eps{eps:g}", base, {"audit.canary_clients": args.canary_clients, "user_dp.enabled": True,
+                                              "run.client_sampling": "poisson", "user_dp.target_epsilon": eps},
+                   args.engine)
         rows.append(("user-level", eps, run["audits"]["user-level"], run))
     baseline = _run("baseline", base, {}, args.engine) if args.baseline else None
     write_report(Path(args.out), rows, baseline, args, users=users, m=m, participation=participation,

@@ -21,13 +21,13 @@ from fedrec.simulations.bench_lastfm2k import DEFAULT_DATA, evaluate_model, mach
 
 
 def run(variant: str, steps: int, data: str) -> dict[str, float]:
-    cfg = RunConfig(data=data, item_tower=variant)
+    cfg = RunConfig.from_mapping({"data.source": data, "model.item_tower": variant})
     fed = load_federation(cfg)
     model = build_model(cfg, fed.catalog, cached=False)
     rng = np.random.default_rng(0)
     users = [fed.splits[int(i)] for i in rng.permutation(len(fed.splits))]
     # enough users for `steps` batches of one epoch (about 15 non-empty record buckets per Last.fm user)
-    n_users = min(len(users), int(steps * cfg.batch_size / 15) + 1)
+    n_users = min(len(users), int(steps * cfg.train.batch_size / 15) + 1)
     stats = train_central(model, users[:n_users], fed.catalog, cfg, epochs=1, seed=0)
     t0 = time.perf_counter()
     prepare_for_scoring(model, fed.catalog, cfg)

@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     skip = set(filter(None, args.skip.split(",")))
     extra = dict(kv.split("=", 1) for kv in args.set)
-    cfg = RunConfig.from_mapping({"data": args.data, "num-server-rounds": args.rounds,
-                                  "clients-per-round": args.clients_per_round, "evaluate-every": args.rounds,
-                                  "run-name": f"bench-lastfm2k-{time.strftime('%Y%m%d-%H%M%S')}", **extra})
+    cfg = RunConfig.from_mapping({"data.source": args.data, "run.rounds": args.rounds,
+                                  "run.clients_per_round": args.clients_per_round, "eval.every": args.rounds,
+                                  "run.name": f"bench-lastfm2k-{time.strftime('%Y%m%d-%H%M%S')}", **extra})
     fed = load_federation(cfg)
     n_items = len(fed.catalog)
     rows: list[tuple[str, dict[str, float], str]] = []
@@ -144,7 +144,8 @@ def write_report(out: Path, rows, cfg: RunConfig, run_dir: Path | None, central_
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB.", ""]
     if central_note:
         lines += [f"Centralized LoRA: {central_note}.", ""]
-    lines += ["Settings: `" + json.dumps({k: v for k, v in cfg.to_flwr().items() if k not in ("data", "run-dir")})
+    shown = {k: v for k, v in cfg.to_flat().items() if k not in ("data.source", "run.dir")}
+    lines += ["Settings: `" + json.dumps(shown)
               + "`", ""]
     if run_dir is not None:
         rounds = json.loads((run_dir / "rounds.json").read_text())

@@ -31,6 +31,7 @@ from typing import Annotated
 import typer
 
 from fedrec.shared.config import RunConfig
+from fedrec.shared.run_dir import read_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -46,10 +47,10 @@ def setting_config(setting: str, base: RunConfig, *, record_rounds: int, record_
         raise typer.BadParameter(f"setting {setting!r}: expected KIND:EPSILON, e.g. record:8") from None
     cfg = base
     if kind in ("record", "both"):
-        cfg = cfg.replace(record_dp=True, record_target_epsilon=eps, record_target_rounds=record_rounds,
-                          bias_learning_rate=record_bias_lr)
+        cfg = cfg.updated({"record_dp.enabled": True, "record_dp.target_epsilon": eps,
+                           "record_dp.target_rounds": record_rounds, "train.bias_learning_rate": record_bias_lr})
     if kind in ("user", "both"):
-        cfg = cfg.replace(user_dp=True, client_sampling="poisson", user_target_epsilon=eps)
+        cfg = cfg.updated({"user_dp.enabled": True, "run.client_sampling": "poisson", "user_dp.target_epsilon": eps})
     if kind not in ("record", "user", "both"):
         raise typer.BadParameter(f"setting {setting!r}: kind must be none, record, user or both")
     return cfg
@@ -59,13 +60,12 @@ def summarise(setting: str, run: Path, seconds: float) -> dict:
     """One results row from a finished run directory (its rounds, config and privacy report)."""
     rounds = json.loads((run / "rounds.json").read_text())
     final = [r for r in rounds if "eval_ndcg@10" in r][-1]
-    config = json.loads((run / "config.json").read_text())
-    cfg = config.get("config", config)
+    cfg = read_config(run)
     row = {"setting": setting, "run": str(run), "seconds": round(seconds, 1), "rounds": len(rounds),
            "ndcg@10": final["eval_ndcg@10"], "hr@10": final["eval_hr@10"],
            "updates": sum(r.get("updates", 0) for r in rounds), "declined": sum(r.get("declined", 0) for r in rounds),
-           "record_z": cfg.get("record-noise-multiplier") if cfg.get("record-dp") else None,
-           "user_z": cfg.get("user-noise-multiplier") if cfg.get("user-dp") else None}
+           "record_z": cfg.record_dp.noise_multiplier if cfg.record_dp.enabled else None,
+           "user_z": cfg.user_dp.noise_multiplier if cfg.user_dp.enabled else None}
     report_path = run / "privacy-report.json"
     if report_path.exists():
         report = json.loads(report_path.read_text())
@@ -97,11 +97,12 @@ def run(
     from fedrec.simulations.simulate import simulate
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's RDP warns on every fractional order
-    base = RunConfig(data=data, model=model, max_users=max_users, num_server_rounds=rounds, clients_per_round=clients,
-                     evaluate_every=rounds, run_dir=run_dir)
+    base = RunConfig.from_mapping({"data.source": data, "model.name": model, "data.max_users": max_users,
+                                   "run.rounds": rounds, "run.clients_per_round": clients, "eval.every": rounds,
+                                   "run.dir": run_dir})
     for s in setting:
         cfg = setting_config(s, base, record_rounds=record_rounds, record_bias_lr=record_bias_lr)
-        cfg = cfg.replace(run_name=f"{s.replace(':', '-')}-{os.getpid()}-{int(time.time())}")
+        cfg = cfg.updated({"run.name": f"{s.replace(':', '-')}-{os.getpid()}-{int(time.time())}"})
         t0 = time.perf_counter()
         path = simulate(cfg, engine=engine)
         row = summarise(s, path, time.perf_counter() - t0)

@@ -41,7 +41,8 @@ from fedrec.shared.config import RunConfig
 
 app = typer.Typer(add_completion=False)
 
-SETTINGS = {"record_dp": True, "dp_diagnostics": True, "bias_learning_rate": 1.0}  # see privacy_utility.md
+SETTINGS = {"record_dp.enabled": True, "run.dp_diagnostics": True,
+            "train.bias_learning_rate": 1.0}  # see privacy_utility.md
 
 
 def _bare_worker(settings: dict[str, Any], users: list[int], threads: int,
@@ -73,17 +74,17 @@ def _bare_worker(settings: dict[str, Any], users: list[int], threads: int,
         sampling = torch.Generator().manual_seed(user)
         model.train()
         opt = make_optimizer(model, cfg)  # a fresh optimizer per client, as in a round
-        for _ in range(cfg.local_epochs):
-            prompts, targets, hists = draw_examples(split, fed.catalog, buckets=cfg.examples_per_user,
-                                                    order=cfg.history_order, rng=rng, tags=cfg.prompt_tags)
-            slot = {bucket_of(fed.catalog.item_ids[t], cfg.examples_per_user): i for i, t in enumerate(targets)}
+        for _ in range(cfg.train.local_epochs):
+            prompts, targets, hists = draw_examples(split, fed.catalog, buckets=cfg.train.examples_per_user,
+                                                    order=cfg.model.history_order, rng=rng, tags=cfg.model.prompt_tags)
+            slot = {bucket_of(fed.catalog.item_ids[t], cfg.train.examples_per_user): i for i, t in enumerate(targets)}
             for _ in range(plan.steps_per_epoch):
                 sel = [slot[s] for s in poisson_sample(plan.num_records, plan.sample_rate, generator=sampling)
                        if s in slot]
                 if not sel:
                     continue
                 batch = make_batch(tokenizer, [prompts[i] for i in sel], [targets[i] for i in sel],
-                                   [hists[i] for i in sel], cfg.history_tokens)
+                                   [hists[i] for i in sel], cfg.model.history_tokens)
                 opt.zero_grad(set_to_none=True)
                 example_loss(model, batch.input_ids, batch.attention_mask, batch.target, batch.history).backward()
                 opt.step()
@@ -100,13 +101,13 @@ def bare_floor(cfg: RunConfig, users: list[int], workers: int, warmup: int = 3) 
     out: dict[str, Any] = {}
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         shares = [users[w::workers] for w in range(workers)]
-        results = list(pool.map(_bare_worker, [cfg.to_flwr()] * workers, shares, [1] * workers, [warmup] * workers))
+        results = list(pool.map(_bare_worker, [cfg.to_flat()] * workers, shares, [1] * workers, [warmup] * workers))
     tokens = sum(r[0] for r in results)
     out["processes"] = {"workers": workers, "threads": 1, "tokens": tokens, "steps": sum(r[2] for r in results),
                         "examples": sum(r[3] for r in results), "seconds": max(r[1] for r in results),
                         "tokens_per_s": tokens / max(r[1] for r in results)}
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        tok, sec, steps, examples = pool.submit(_bare_worker, cfg.to_flwr(), users, workers, warmup).result()
+        tok, sec, steps, examples = pool.submit(_bare_worker, cfg.to_flat(), users, workers, warmup).result()
     out["threads"] = {"workers": 1, "threads": workers, "tokens": tok, "steps": steps, "examples": examples,
                       "seconds": sec, "tokens_per_s": tok / sec}
     out["floor_tokens_per_s"] = max(out["processes"]["tokens_per_s"], out["threads"]["tokens_per_s"])
@@ -141,11 +142,11 @@ def profile_round(cfg: RunConfig) -> dict[str, Any]:
     from fedrec.simulations.simulate import simulate
 
     torch.set_num_threads(1)
-    warm = cfg.replace(num_server_rounds=1, clients_per_round=2, run_name=f"{cfg.run_name}-warm",
-                       evaluate_every=10**6, fraction_evaluate_final=min(cfg.fraction_evaluate_final, 0.01))
+    warm = cfg.updated({"run.rounds": 1, "run.clients_per_round": 2, "run.name": f"{cfg.run.name}-warm",
+                        "eval.every": 10**6, "eval.fraction_final": min(cfg.eval.fraction_final, 0.01)})
     simulate(warm, engine="inprocess")  # loads data, backbone and table once, as a worker would
-    one = cfg.replace(num_server_rounds=2, run_name=f"{cfg.run_name}-profile", evaluate_every=10**6,
-                      fraction_evaluate_final=0.01)
+    one = cfg.updated({"run.rounds": 2, "run.name": f"{cfg.run.name}-profile", "eval.every": 10**6,
+                       "eval.fraction_final": 0.01})
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
@@ -160,7 +161,7 @@ def profile_round(cfg: RunConfig) -> dict[str, Any]:
                             if any(file.endswith(suffix) and name == fn for suffix, fn in keys))
     train_s = sum(r["train_seconds"] for r in rounds)
     eval_s = sum(r.get("eval_seconds", 0.0) for r in rounds)
-    return {"rounds": len(rounds), "clients_per_round": cfg.clients_per_round, "wall_seconds": total,
+    return {"rounds": len(rounds), "clients_per_round": cfg.run.clients_per_round, "wall_seconds": total,
             "train_phase_seconds": train_s, "eval_phase_seconds": eval_s, "groups": groups}
 
 
@@ -231,13 +232,15 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         "",
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}. Engine: Flower simulation (Ray), "
         f"{res['workers']} client actors of 1 CPU each. Population {res['population']} clients, "
-        f"{cfg['clients-per-round']} sampled per round, {fed['rounds']} rounds, record-level DP-SGD on every device "
-        f"(z = {cfg['record-noise-multiplier']:.3g}, expected batch {cfg['record-expected-batch']} of "
-        f"K = {cfg['examples-per-user']} slots), one local epoch.",
+        f"{cfg['run.clients_per_round']} sampled per round, {fed['rounds']} rounds, record-level DP-SGD on every "
+        f"device "
+        f"(z = {cfg['record_dp.noise_multiplier']:.3g}, expected batch {cfg['record_dp.expected_batch']} of "
+        f"K = {cfg['train.examples_per_user']} slots), one local epoch.",
         "",
         "| figure | value |",
         "|---|---|",
-        f"| training round of {cfg['clients-per-round']} clients, median (max) | {fed['median_train_seconds']:.1f} s "
+        f"| training round of {cfg['run.clients_per_round']} clients, median (max) | "
+        f"{fed['median_train_seconds']:.1f} s "
         f"({fed['max_train_seconds']:.1f} s) |",
         f"| first round (workers start, load model and catalog table) | {fed['round1_train_seconds']:.1f} s |",
         f"| rounds per hour (with the sampled evaluations) | {fed['rounds_per_hour']:.0f} |",
@@ -254,7 +257,7 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         f"| peak RSS of the server process | {fed['server_peak_rss_mb']:.0f} MB |",
         f"| bytes per round, down / up | {fed['bytes_down_per_round'] / 1e6:.1f} MB / "
         f"{fed['bytes_up_per_round'] / 1e6:.1f} MB ({fed['bytes_per_client'] / 1e6:.2f} MB per client each way) |",
-        f"| sampled evaluations ({cfg['fraction-evaluate']:.0%} of users every {cfg['evaluate-every']} rounds) | "
+        f"| sampled evaluations ({cfg['eval.fraction']:.0%} of users every {cfg['eval.every']} rounds) | "
         f"{', '.join(f'{s:.0f} s' for s in fed['sampled_eval_seconds']) or '-'} |",
         f"| final evaluation of all {int(fed['final_eval_users'])} evaluable users | "
         f"{fed['final_eval_seconds']:.0f} s |",
@@ -268,12 +271,14 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         "Privacy unit of the ε row: one training-example slot of one device (one of its K fixed slots of listening "
         "records; a single record is covered at (2ε, (1+e^ε)δ) by group privacy), never a user's whole history; "
         "each figure is cumulative over every round that device trained in (a device trains in about "
-        f"{cfg['clients-per-round'] / res['population'] * fed['rounds']:.1f} of the {fed['rounds']} rounds). "
+        f"{cfg['run.clients_per_round'] / res['population'] * fed['rounds']:.1f} of the {fed['rounds']} rounds). "
         "The authority is each device's own signed report.",
         "",
         "The floor is measured on the private rounds' batch shapes: Poisson batches of about "
-        f"{cfg['record-expected-batch']} examples (non-empty steps averaged {per_step:.1f}), each one slot's records "
-        f"as a prompt of {per_example:.0f} tokens on average (capped at {cfg['history-tokens']}), scored against the "
+        f"{cfg['record_dp.expected_batch']} examples (non-empty steps averaged {per_step:.1f}), each one slot's "
+        f"records "
+        f"as a prompt of {per_example:.0f} tokens on average (capped at {cfg['model.history_tokens']}), scored "
+        f"against the "
         "whole catalog. The 2,900-3,400 tokens/s of MiniLM + LoRA in `../shared/notes/recsys-protocol.md` are for "
         "batches of 32 sequences of 64 or 32 tokens: other shapes, not comparable with this floor.",
         "",
@@ -320,13 +325,13 @@ def main(
 
     workers = workers or os.cpu_count() or 1
     overrides = dict(p.split("=", 1) for p in set_)
-    cfg = RunConfig(data=data, num_server_rounds=rounds, clients_per_round=clients, evaluate_every=evaluate_every,
-                    fraction_evaluate=fraction_evaluate, run_dir=run_dir,
-                    run_name=f"scale-{time.strftime('%Y%m%d-%H%M%S')}", **SETTINGS)
-    cfg = RunConfig.from_mapping({**cfg.to_flwr(), **overrides}, source="--set")
+    cfg = RunConfig.from_mapping({"data.source": data, "run.rounds": rounds, "run.clients_per_round": clients,
+                                  "eval.every": evaluate_every, "eval.fraction": fraction_evaluate, "run.dir": run_dir,
+                                  "run.name": f"scale-{time.strftime('%Y%m%d-%H%M%S')}", **SETTINGS, **overrides},
+                                 source="--set")
     population = len(load_federation(cfg).splits)
     users = list(range(0, population, max(1, population // bare_users)))[:bare_users]
-    res: dict[str, Any] = {"population": population, "workers": workers, "settings": cfg.to_flwr()}
+    res: dict[str, Any] = {"population": population, "workers": workers, "settings": cfg.to_flat()}
     print(f"bare-loop floor over {len(users)} users ...", flush=True)
     res["floor"] = bare_floor(cfg, users, workers)
     print(json.dumps(res["floor"]), flush=True)

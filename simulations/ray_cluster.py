@@ -106,18 +106,18 @@ def required_paths(cfg: RunConfig) -> dict[str, str]:
     """The settings that name files every node's ClientApp reads, with their values (as given: a relative path
     resolves against each worker's working directory, which is where `ray start` ran, not where this runs)."""
     paths = {}
-    if not (cfg.data == "synthetic" or cfg.data.startswith("synthetic:")):
-        paths["data"] = cfg.data
-    if cfg.item_metadata:
-        paths["item-metadata"] = cfg.item_metadata
-    if cfg.model not in ("", "minilm"):
-        paths["model"] = cfg.model
+    if not (cfg.data.source == "synthetic" or cfg.data.source.startswith("synthetic:")):
+        paths["data"] = cfg.data.source
+    if cfg.data.item_metadata:
+        paths["item-metadata"] = cfg.data.item_metadata
+    if cfg.model.name not in ("", "minilm"):
+        paths["model"] = cfg.model.name
     return paths
 
 
 def device_state_root(cfg: RunConfig) -> Path:
     """The folder under which simulated devices keep their state (see `server.federation._messages`)."""
-    return Path(cfg.device_state_dir or cfg.run_dir).resolve()
+    return Path(cfg.run.device_state_dir or cfg.run.dir).resolve()
 
 
 def probe_node(paths: dict[str, str], token_file: str, token: str) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def check_nodes(address: str, cfg: RunConfig, timeout: float = PROBE_TIMEOUT_S) 
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     token_file, token = "", ""
-    if cfg.record_dp:
+    if cfg.record_dp.enabled:
         root = device_state_root(cfg)
         root.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(16)

@@ -86,7 +86,7 @@ def simulate(cfg: RunConfig | None, on_event: Event | None = None, num_cpus: int
     from fedrec.shared.federation_data import load_federation
     from fedrec.simulations import message_pump
 
-    population = len(load_federation(cfg).splits) + cfg.audit_canary_clients  # users + audit canary clients
+    population = len(load_federation(cfg).splits) + cfg.audit.canary_clients  # users + audit canary clients
     result: dict[str, Path] = {}
 
     def capture(kind: str, payload: dict) -> None:
@@ -115,5 +115,5 @@ def simulate_inprocess(cfg: RunConfig, on_event: Event | None = None, resume: Pa
     from fedrec.shared.federation_data import load_federation
     from fedrec.simulations.inprocess import InProcessGrid
 
-    grid = InProcessGrid(client_app, len(load_federation(cfg).splits) + cfg.audit_canary_clients)
+    grid = InProcessGrid(client_app, len(load_federation(cfg).splits) + cfg.audit.canary_clients)
     return run_federation(grid, cfg, on_event, resume=resume)

@@ -71,6 +71,7 @@ def sim_run(tmp_path_factory: pytest.TempPathFactory):
     from fedrec.shared.config import RunConfig
     from fedrec.simulations.simulate import simulate
 
-    cfg = RunConfig(data="synthetic:users=16,items=120,seed=3", num_server_rounds=2, clients_per_round=4,
-                    evaluate_every=1, run_dir=str(tmp_path_factory.mktemp("runs")), run_name="e2e")
+    cfg = RunConfig.from_mapping({"data.source": "synthetic:users=16,items=120,seed=3", "run.rounds": 2,
+                                  "run.clients_per_round": 4, "eval.every": 1,
+                                  "run.dir": str(tmp_path_factory.mktemp("runs")), "run.name": "e2e"})
     return cfg, simulate(cfg, num_cpus=2)

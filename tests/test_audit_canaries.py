@@ -32,13 +32,14 @@ from fedrec.shared.model import trainable_state
 from fedrec.shared.training import build_model, set_global_state, train_local
 from fedrec.shared.wire import record_to_state, state_to_record
 
-CFG = RunConfig(data="synthetic:users=20,items=50,seed=0", lora_rank=4, history_tokens=32, item_tokens=16,
-                examples_per_user=8, record_expected_batch=2, record_accountant="rdp", audit_canaries=5)
+CFG = RunConfig.from_mapping({"data.source": "synthetic:users=20,items=50,seed=0", "model.lora_rank": 4,
+                              "model.history_tokens": 32, "model.item_tokens": 16, "train.examples_per_user": 8,
+                              "record_dp.expected_batch": 2, "record_dp.accountant": "rdp", "audit.canaries": 5})
 
 
 @pytest.fixture(scope="module")
 def cfg(tiny_llama_dir: Path) -> RunConfig:
-    return CFG.replace(model=str(tiny_llama_dir))
+    return CFG.updated({"model.name": str(tiny_llama_dir)})
 
 
 def test_instructions_round_trip_through_the_message_config() -> None:
@@ -48,7 +49,7 @@ def test_instructions_round_trip_through_the_message_config() -> None:
     client = AuditInstructions(direction_seed=2**62 + 5)
     # Execute / Assert
     assert AuditInstructions().to_config() == {}
-    assert AuditInstructions.from_config(ConfigRecord({**CFG.to_flwr(), **host.to_config()})) == host
+    assert AuditInstructions.from_config(ConfigRecord({**CFG.to_flat(), **host.to_config()})) == host
     assert AuditInstructions.from_config(client.to_config()) == client
     assert AuditInstructions.from_config({}) == AuditInstructions()
     with pytest.raises(ValueError, match=rf"message config '{AUDIT_KEY}': not valid audit instructions"):
@@ -86,17 +87,18 @@ def test_record_canaries_have_distinct_targets_outside_every_history() -> None:
 
 
 def test_config_checks_the_audit_settings() -> None:
-    with pytest.raises(ConfigError, match=r"audit-guess-fraction: must be in \(0, 0.5\], found 0.7"):
-        CFG.replace(audit_guess_fraction=0.7)
-    with pytest.raises(ConfigError, match=r"record-delta: must be < 1 / \(examples-per-user \+ 1\) = 0.111111"):
-        CFG.replace(record_dp=True, record_delta=0.115)
+    with pytest.raises(ConfigError, match=r"audit.guess_fraction: must be in \(0, 0.5\], found 0.7"):
+        CFG.updated({"audit.guess_fraction": 0.7})
+    with pytest.raises(ConfigError,
+                       match=r"record_dp.delta: must be < 1 / \(train.examples_per_user \+ 1\) = 0.111111"):
+        CFG.updated({"record_dp.enabled": True, "record_dp.delta": 0.115})
 
 
 def test_a_record_canary_fills_the_audit_slot_of_dp_sgd(cfg: RunConfig) -> None:
     """With record canaries on, every device samples K + 1 slots (q and the ledger do not say who hosts one); a
     host's canary is one more example; a device cannot host two."""
     # Prepare
-    dp = cfg.replace(record_dp=True)
+    dp = cfg.updated({"record_dp.enabled": True})
     fed = load_federation(dp)
     model = build_model(dp, fed.catalog)
     canary = draw_record_canaries(len(fed.catalog), 1, np.random.default_rng(1))[0]
@@ -107,7 +109,7 @@ def test_a_record_canary_fills_the_audit_slot_of_dp_sgd(cfg: RunConfig) -> None:
     without = train_local_private(model, fed.splits[0], fed.catalog, dp, seed=1, ledger=plain, server_round=1,
                                   noise_seed=1)
     # Assert
-    assert record_slots(dp) == plan_round(dp).num_records == dp.examples_per_user + 1
+    assert record_slots(dp) == plan_round(dp).num_records == dp.train.examples_per_user + 1
     assert [e.metadata["num_records"] for e in host] == [e.metadata["num_records"] for e in plain] == [9]
     assert host.events() == plain.events()  # the same mechanism, so the same epsilon, host or not
     assert with_canary.examples == without.examples  # the canary is not counted as the user's example
@@ -136,7 +138,7 @@ def test_a_trained_record_canary_raises_its_targets_bias(cfg: RunConfig) -> None
 
 
 def _message(cfg: RunConfig, kind: str, state: dict[str, np.ndarray], extra: dict[str, str] | None = None) -> Message:
-    config = ConfigRecord({**cfg.to_flwr(), "server-round": 1, "seed": 0, **(extra or {})})
+    config = ConfigRecord({**cfg.to_flat(), "server-round": 1, "seed": 0, **(extra or {})})
     meta = Metadata(run_id=1, message_id=f"{kind}-1", src_node_id=1, dst_node_id=7, reply_to_message_id="",
                     group_id="1", created_at=time.time(), ttl=3600.0, message_type=kind)
     return Message(RecordDict({"arrays": state_to_record(state), "config": config}), metadata=meta)
@@ -151,7 +153,7 @@ def test_canary_clients_send_their_direction_and_are_never_evaluated(cfg: RunCon
     """A canary client's train reply is S times its direction (zeros without a seed) and carries no loss; its
     evaluation has no user; a user's evaluation is the same with or without the audit."""
     # Prepare: 20 users + 3 canary clients
-    audited = cfg.replace(audit_canary_clients=3, user_clip_norm=2.0)
+    audited = cfg.updated({"audit.canary_clients": 3, "user_dp.clip_norm": 2.0})
     fed = load_federation(audited)
     state = {k: v.numpy() for k, v in trainable_state(build_model(audited, fed.catalog)).items()}
     seed = AuditInstructions(direction_seed=99).to_config()

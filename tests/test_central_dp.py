@@ -29,7 +29,8 @@ def test_clip_bounds_the_whole_delta():
 
 def test_poisson_sampling_rate_and_variable_size():
     """Each client joins with probability q = C/N independently: the mean size is C, the size varies."""
-    dp = UserLevelDP(RunConfig(user_dp=True, client_sampling="poisson", clients_per_round=20), population=400)
+    dp = UserLevelDP(RunConfig.from_mapping({"user_dp.enabled": True, "run.client_sampling": "poisson",
+                                             "run.clients_per_round": 20}), population=400)
     nodes = list(range(10**18, 10**18 + 400))
     sizes = [len(dp.sample(nodes)) for _ in range(300)]
     assert abs(np.mean(sizes) - 20) < 1.0 and len(set(sizes)) > 5
@@ -38,8 +39,9 @@ def test_poisson_sampling_rate_and_variable_size():
 
 def test_release_adds_noise_of_std_z_s_on_the_sum_and_divides_by_expected_count():
     """(release * qN - sum of clipped deltas) has per-coordinate std z*S; each release is one ledger entry."""
-    cfg = RunConfig(user_dp=True, client_sampling="poisson", clients_per_round=10, user_noise_multiplier=0.8,
-                    user_clip_norm=0.25)
+    cfg = RunConfig.from_mapping({"user_dp.enabled": True, "run.client_sampling": "poisson",
+                                  "run.clients_per_round": 10, "user_dp.noise_multiplier": 0.8,
+                                  "user_dp.clip_norm": 0.25})
     dp = UserLevelDP(cfg, population=100)
     rng = np.random.default_rng(1)
     template = {"w": np.zeros((200, 100), dtype=np.float32)}
@@ -54,14 +56,15 @@ def test_release_adds_noise_of_std_z_s_on_the_sum_and_divides_by_expected_count(
 
 def test_budget_stops_before_exceeding():
     """With a tiny user-epsilon-max the first release would already exceed it."""
-    cfg = RunConfig(user_dp=True, client_sampling="poisson", clients_per_round=50, user_noise_multiplier=0.5,
-                    user_epsilon_max=0.05)
+    cfg = RunConfig.from_mapping({"user_dp.enabled": True, "run.client_sampling": "poisson",
+                                  "run.clients_per_round": 50, "user_dp.noise_multiplier": 0.5,
+                                  "user_dp.epsilon_max": 0.05})
     assert UserLevelDP(cfg, population=100).would_exceed_budget()
-    assert not UserLevelDP(cfg.replace(user_epsilon_max=50.0), population=100).would_exceed_budget()
+    assert not UserLevelDP(cfg.updated({"user_dp.epsilon_max": 50.0}), population=100).would_exceed_budget()
 
 
 def test_delta_must_be_below_one_over_population():
     """delta >= 1/N would allow leaking a whole user; the default is 1/N^1.1."""
     assert default_delta(1000) < 1 / 1000
     with pytest.raises(ValueError, match="1/N"):
-        UserLevelDP(RunConfig(user_dp=True, user_delta=0.02), population=100)
+        UserLevelDP(RunConfig.from_mapping({"user_dp.enabled": True, "user_dp.delta": 0.02}), population=100)

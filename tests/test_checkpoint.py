@@ -37,7 +37,7 @@ def _checkpoint(dp: UserLevelDP | None = None) -> Checkpoint:
 
 
 def test_round_trip_is_exact_and_the_file_is_private(tmp_path: Path) -> None:
-    dp = UserLevelDP(RunConfig(user_dp=True, client_sampling="poisson"), population=20)
+    dp = UserLevelDP(RunConfig.from_mapping({"user_dp.enabled": True, "run.client_sampling": "poisson"}), population=20)
     saved = _checkpoint(dp)
     save_checkpoint(tmp_path, saved)
     back = load_checkpoint(tmp_path)
@@ -55,7 +55,8 @@ def test_round_trip_is_exact_and_the_file_is_private(tmp_path: Path) -> None:
 
 def test_restored_generators_continue_exactly(tmp_path: Path) -> None:
     """Sampling and noise after a restore are what the original generators would have drawn next."""
-    cfg = RunConfig(user_dp=True, client_sampling="poisson", clients_per_round=5)
+    cfg = RunConfig.from_mapping({"user_dp.enabled": True, "run.client_sampling": "poisson",
+                                  "run.clients_per_round": 5})
     nodes = list(range(20))
     original = UserLevelDP(cfg, population=20)
     original.sample(nodes)
@@ -96,14 +97,14 @@ def test_missing_and_finished_checkpoints_are_refused(tmp_path: Path) -> None:
 
 
 def test_resume_settings_must_match_the_run(tmp_path: Path) -> None:
-    cfg = RunConfig(num_server_rounds=3, user_dp=True, run_name="r")
+    cfg = RunConfig.from_mapping({"run.rounds": 3, "user_dp.enabled": True, "run.name": "r"})
     write_config(tmp_path, cfg)
     save_checkpoint(tmp_path, _checkpoint())
     assert resumable_config(tmp_path) == cfg
-    assert resumable_config(tmp_path, overrides={"num-server-rounds": "3", "user_dp": True}) == cfg
-    with pytest.raises(CheckpointError, match="num-server-rounds: run has 3, given 5"):
-        resumable_config(tmp_path, overrides={"num-server-rounds": 5})
-    with pytest.raises(CheckpointError, match="seed: run has 0, given 9"):
-        resumable_config(tmp_path, given=cfg.replace(seed=9))
+    assert resumable_config(tmp_path, overrides={"run.rounds": "3", "user_dp.enabled": True}) == cfg
+    with pytest.raises(CheckpointError, match="run.rounds: run has 3, given 5"):
+        resumable_config(tmp_path, overrides={"run.rounds": 5})
+    with pytest.raises(CheckpointError, match="run.seed: run has 0, given 9"):
+        resumable_config(tmp_path, given=cfg.updated({"run.seed": 9}))
     with pytest.raises(CheckpointError, match="no config.json"):
         resumable_config(tmp_path / "elsewhere")

@@ -63,9 +63,9 @@ def test_recommend_prints_bracketed_artist_names(sim_run, tmp_path, monkeypatch)
 
 def test_simulate_rejects_unknown_setting():
     """An unknown --set key is refused before anything starts, naming the key."""
-    result = runner.invoke(app, ["simulate", "--set", "learning-rat=0.1"], terminal_width=200)
+    result = runner.invoke(app, ["simulate", "--set", "train.learning_rat=0.1"], terminal_width=200)
     assert result.exit_code == 2
-    assert "learning-rat" in result.output
+    assert "train.learning_rat" in result.output
 
 
 def test_settings_lists_every_setting():
@@ -74,7 +74,7 @@ def test_settings_lists_every_setting():
 
     result = runner.invoke(app, ["settings"], terminal_width=250)
     assert result.exit_code == 0
-    for key in RunConfig().to_flwr():
+    for key in RunConfig().to_flat():
         assert key in result.output
 
 

@@ -56,11 +56,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dic
     nodes = [{"data-path": str(f), "state-dir": str(root / f"device-{i}")} for i, f in enumerate(files)]
     nodes[0]["device-id"] = "alice-phone"
     nodes[-1]["user"] = ds.users[USERS - 1].user_id
-    cfg = RunConfig(model=str(tiny_llama_dir), data=str(root / "public" / "catalog.json"), deployment_nodes=USERS,
-                    num_server_rounds=2, clients_per_round=USERS, evaluate_every=1, record_dp=True,
-                    secure_aggregation=True, user_dp=True, client_sampling="poisson", user_clip_norm=0.5,
-                    user_delta=1e-3, bias_learning_rate=0.5, record_accountant="rdp", record_expected_batch=8,
-                    history_tokens=32, run_dir=str(root / "runs"), run_name="deployed")  # small: 2 DP steps a round
+    cfg = RunConfig.from_mapping({"model.name": str(tiny_llama_dir),
+                                  "data.source": str(root / "public" / "catalog.json"), "run.deployment_nodes": USERS,
+                                  "run.rounds": 2, "run.clients_per_round": USERS, "eval.every": 1,
+                                  "record_dp.enabled": True, "secagg.enabled": True, "user_dp.enabled": True,
+                                  "run.client_sampling": "poisson", "user_dp.clip_norm": 0.5, "user_dp.delta": 1e-3,
+                                  "train.bias_learning_rate": 0.5, "record_dp.accountant": "rdp",
+                                  "record_dp.expected_batch": 8, "model.history_tokens": 32,
+                                  "run.dir": str(root / "runs"), "run.name": "deployed"})  # small: 2 DP steps a round
     return {"root": root, "catalog": ds.catalog, "nodes": nodes, "cfg": cfg, "users": ds.users}
 
 
@@ -126,7 +129,7 @@ def _train_message(cfg: RunConfig, catalog: Catalog, grid: InProcessGrid, run: P
     """Round 1's train message for node 1, as the server builds it (with a SecAgg+ setup when `cfg` has it)."""
     state = {k: v.numpy().copy() for k, v in trainable_state(build_model(cfg, catalog, cached=False)).items()}
     [msg] = _messages(grid, [1], MessageType.TRAIN, state, cfg, 1, run)
-    if cfg.secure_aggregation:
+    if cfg.secagg.enabled:
         secure = SecureRound(cfg, 1, max_clients=1)
         secure.session = bytes([session_seed or 0]) * 16  # a chosen session, so a re-delivery can repeat it
         secure.attach([msg])
@@ -150,7 +153,7 @@ def test_a_device_killed_mid_round_is_charged_exactly_once(world: dict, tmp_path
     """Kill the round before the commit, between the commit and the ledger file, or after the ledger file (before
     the reply); a re-delivery to a restarted device leaves exactly one ledger entry for the round, and every later
     delivery resends the same update."""
-    cfg = world["cfg"].replace(secure_aggregation=False, user_dp=False)
+    cfg = world["cfg"].updated({"secagg.enabled": False, "user_dp.enabled": False})
     node = _device(world, tmp_path)
     store = DeviceState(Path(node["state-dir"]))
     grid = _ready_grid(world, node)
@@ -214,7 +217,7 @@ def test_secure_aggregation_replays_only_in_the_same_session(world: dict, tmp_pa
 
 def test_a_device_refuses_a_round_for_another_catalog(world: dict, tmp_path: Path) -> None:
     """Train/evaluate configs name the catalog's hash; a device holding another catalog fails clearly."""
-    cfg = world["cfg"].replace(secure_aggregation=False)
+    cfg = world["cfg"].updated({"secagg.enabled": False})
     node = _device(world, tmp_path)
     grid = _ready_grid(world, node)
     msg = _train_message(cfg, world["catalog"], grid, tmp_path / "run-z", session_seed=None)
@@ -233,7 +236,7 @@ def test_deployed_device_configuration_errors_are_clear(world: dict, tmp_path: P
 
     node = _device(world, tmp_path, **{"data-path": world["nodes"][-1]["data-path"]})  # two users, none chosen
     grid = _ready_grid(world, node)
-    msg = _train_message(world["cfg"].replace(secure_aggregation=False), catalog, grid, tmp_path / "r",
+    msg = _train_message(world["cfg"].updated({"secagg.enabled": False}), catalog, grid, tmp_path / "r",
                          session_seed=None)
     [reply] = grid.send_and_receive([msg])
     assert reply.has_error() and "holds 2 users" in reply.error.reason and "'user'" in reply.error.reason
@@ -241,10 +244,10 @@ def test_deployed_device_configuration_errors_are_clear(world: dict, tmp_path: P
 
 def test_deployment_nodes_setting() -> None:
     """Validated, and a deployment has no simulated canary clients."""
-    with pytest.raises(ConfigError, match="deployment-nodes"):
-        RunConfig(deployment_nodes=-1)
-    with pytest.raises(ConfigError, match="audit-canary-clients"):
-        RunConfig(deployment_nodes=3, audit_canary_clients=2)
+    with pytest.raises(ConfigError, match="run.deployment_nodes"):
+        RunConfig.from_mapping({"run.deployment_nodes": -1})
+    with pytest.raises(ConfigError, match="audit.canary_clients"):
+        RunConfig.from_mapping({"run.deployment_nodes": 3, "audit.canary_clients": 2})
 
 
 def test_audit_role_query_answers_for_simulated_and_deployed_nodes(world: dict, tmp_path: Path) -> None:

@@ -18,10 +18,12 @@ def dp_run(tmp_path_factory):
     # 8 users, q = 8/8: every device is asked in both rounds. One round of DP-SGD costs about 4.2 on every device
     # (q = 4/16 over the 16 fixed slots, 4 steps), so with record-epsilon-max = 5 every device trains in round 1
     # and declines in round 2, and round 2 is a noise-only release.
-    cfg = RunConfig(data="synthetic:users=8,items=60,seed=5", num_server_rounds=2, clients_per_round=8,
-                    evaluate_every=2, client_sampling="poisson", user_dp=True, user_noise_multiplier=1.0,
-                    user_clip_norm=0.5, record_dp=True, record_epsilon_max=5.0, bias_learning_rate=0.5,
-                    run_dir=str(tmp_path_factory.mktemp("runs")), run_name="dp")
+    cfg = RunConfig.from_mapping({"data.source": "synthetic:users=8,items=60,seed=5", "run.rounds": 2,
+                                  "run.clients_per_round": 8, "eval.every": 2, "run.client_sampling": "poisson",
+                                  "user_dp.enabled": True, "user_dp.noise_multiplier": 1.0, "user_dp.clip_norm": 0.5,
+                                  "record_dp.enabled": True, "record_dp.epsilon_max": 5.0,
+                                  "train.bias_learning_rate": 0.5, "run.dir": str(tmp_path_factory.mktemp("runs")),
+                                  "run.name": "dp"})
     return cfg, simulate(cfg, num_cpus=2)
 
 

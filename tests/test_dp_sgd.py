@@ -47,32 +47,33 @@ from fedrec.shared.wire import state_to_record
 
 # The tiny_data catalog (synthetic users=20, items=50, seed=0), a small adapter and short prompts; 8 buckets and an
 # expected batch of 2, so q = 2/n and a round is a few steps of about 2 examples. RDP keeps the accounting fast.
-CFG = RunConfig(data="synthetic:users=20,items=50,seed=0", lora_rank=4, history_tokens=32, item_tokens=16,
-                examples_per_user=8, record_dp=True, record_expected_batch=2, record_accountant="rdp")
+CFG = RunConfig.from_mapping({"data.source": "synthetic:users=20,items=50,seed=0", "model.lora_rank": 4,
+                              "model.history_tokens": 32, "model.item_tokens": 16, "train.examples_per_user": 8,
+                              "record_dp.enabled": True, "record_dp.expected_batch": 2, "record_dp.accountant": "rdp"})
 OPACUS_ATTRS = ("grad_sample", "_forward_counter", "_current_grad_sample", "summed_grad")
 
 
 @pytest.mark.parametrize(
     ("changes", "pattern"),
     [
-        ({"record_noise_multiplier": 0.0}, r"record-noise-multiplier: must be > 0"),
-        ({"record_accountant": "pld"}, r"record-accountant: must be 'prv' or 'rdp'"),
-        ({"record_delta": 0.2}, r"record-delta: must be < 1 / examples-per-user = 0.125 with record-dp"),
-        ({"item_tower": "shared-lora"}, r"item-tower: must be 'frozen' with record-dp"),
-        ({"record_expected_batch": 0}, r"record-expected-batch: must be >= 1"),
+        ({"record_dp.noise_multiplier": 0.0}, r"record_dp.noise_multiplier: must be > 0"),
+        ({"record_dp.accountant": "pld"}, r"record_dp.accountant: must be 'prv' or 'rdp'"),
+        ({"record_dp.delta": 0.2}, r"record_dp.delta: must be < 1 / train.examples_per_user = 0.125 with record_dp"),
+        ({"model.item_tower": "shared-lora"}, r"model.item_tower: must be 'frozen' with record_dp"),
+        ({"record_dp.expected_batch": 0}, r"record_dp.expected_batch: must be >= 1"),
     ],
 )
 def test_record_dp_settings_are_checked(changes: dict[str, object], pattern: str) -> None:
     """Out-of-range record-level DP settings fail when the configuration is built, naming key and value."""
     with pytest.raises(ConfigError, match=pattern):
-        CFG.replace(**changes)
+        CFG.updated(changes)
 
 
 @pytest.mark.parametrize(("n", "q", "per_epoch", "batch"), [(16, 0.25, 4, 4.0), (6, 2 / 3, 2, 4.0),
                                                            (10, 0.4, 3, 4.0), (3, 1.0, 1, 3.0)])
 def test_plan_round_sample_rate_and_steps(n: int, q: float, per_epoch: int, batch: float) -> None:
     """q = min(1, expected batch / n); round(1/q) steps per epoch, halves rounded up (1/q = 2.5 gives 3)."""
-    plan = plan_round(RunConfig(record_expected_batch=4, local_epochs=2), num_records=n)
+    plan = plan_round(RunConfig.from_mapping({"record_dp.expected_batch": 4, "train.local_epochs": 2}), num_records=n)
     assert (plan.sample_rate, plan.steps_per_epoch, plan.steps, plan.expected_batch_size) == \
         (pytest.approx(q), per_epoch, 2 * per_epoch, batch)
 
@@ -118,7 +119,7 @@ def test_grad_sample_equals_per_example_autograd(backbone: str, model: Recommend
     # Prepare: frozen layers in eval mode (no dropout), trainable layers in train mode (Opacus hooks need it)
     catalog, splits = tiny_data
     if backbone == "tiny-llama":
-        model = build_model(CFG.replace(model=str(tiny_llama_dir)), catalog, cached=False)
+        model = build_model(CFG.updated({"model.name": str(tiny_llama_dir)}), catalog, cached=False)
     _randomize(model)
     model.eval()
     for m in model.modules():
@@ -126,7 +127,7 @@ def test_grad_sample_equals_per_example_autograd(backbone: str, model: Recommend
             m.train()
     prompts, targets, hists = draw_examples(_busy(splits), catalog, buckets=8, order="weight",
                                             rng=np.random.default_rng(0))
-    batch = make_batch(model.backbone.tokenizer, prompts[:3], targets[:3], hists[:3], CFG.history_tokens)
+    batch = make_batch(model.backbone.tokenizer, prompts[:3], targets[:3], hists[:3], CFG.model.history_tokens)
     assert (batch.attention_mask == 0).any(), "the batch must contain padding"
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     # Execute
@@ -159,7 +160,7 @@ def test_first_private_step_moves_trainable_and_keeps_frozen_weights(model: Reco
     """One DP-SGD step (q = 1): every trainable tensor changes, every frozen tensor and the table are bit-identical."""
     # Prepare
     catalog, splits = tiny_data
-    cfg = CFG.replace(record_expected_batch=8)  # n <= 8 examples: q = 1, one step
+    cfg = CFG.updated({"record_dp.expected_batch": 8})  # n <= 8 examples: q = 1, one step
     _randomize(model)
     before = _snapshot(model)
     ledger = new_record_ledger(subject="device-test")
@@ -247,18 +248,19 @@ def test_epsilon_over_rounds_equals_one_accountant_and_survives_restart(model: R
         stored = RecordDict({PRIVACY_STATE: ConfigRecord(
             {RECORD_LEDGER_KEY: str(context.state[PRIVACY_STATE][RECORD_LEDGER_KEY])})})
         for _ in range(stats.steps):
-            reference.step(noise_multiplier=CFG.record_noise_multiplier, sample_rate=stats.sample_rate)
+            reference.step(noise_multiplier=CFG.record_dp.noise_multiplier, sample_rate=stats.sample_rate)
         epsilons.append(stats.epsilon)
-        per_round.append(make_accountant("opacus-rdp").epsilon([ledger.events()[-1]], delta=CFG.record_delta))
+        per_round.append(make_accountant("opacus-rdp").epsilon([ledger.events()[-1]], delta=CFG.record_dp.delta))
     # Assert
     final = load_record_ledger(Context(run_id=1, node_id=7, node_config={"partition-id": 0}, state=stored,
                                        run_config={}), subject="partition-0")
     assert final == ledger and final.rounds() == [1, 2, 5]
     assert {e.metadata["sample_rate"] for e in final} == {plan_round(CFG).sample_rate}, "q must not depend on data"
-    assert {e.metadata["num_records"] for e in final} == {CFG.examples_per_user}
-    assert epsilons[-1] == pytest.approx(reference.get_epsilon(CFG.record_delta), rel=1e-9)
+    assert {e.metadata["num_records"] for e in final} == {CFG.train.examples_per_user}
+    assert epsilons[-1] == pytest.approx(reference.get_epsilon(CFG.record_dp.delta), rel=1e-9)
     assert epsilons[0] < epsilons[1] < epsilons[2] and epsilons[2] > max(per_round)
-    assert 0 < record_epsilon(final, CFG.replace(record_accountant="prv")) < epsilons[-1]  # PRV is the tighter one
+    prv = CFG.updated({"record_dp.accountant": "prv"})
+    assert 0 < record_epsilon(final, prv) < epsilons[-1]  # PRV is the tighter one
     with pytest.raises(ValueError, match="expected the record-level ledger of 'partition-3'"):
         load_record_ledger(Context(run_id=1, node_id=7, node_config={}, state=stored, run_config={}),
                            subject="partition-3")
@@ -266,7 +268,7 @@ def test_epsilon_over_rounds_equals_one_accountant_and_survives_restart(model: R
 
 def _train_message(cfg: RunConfig, model: Recommender, server_round: int) -> Message:
     state = {k: v.numpy() for k, v in trainable_state(model).items()}
-    config = ConfigRecord({**cfg.to_flwr(), "server-round": server_round, "seed": 0})
+    config = ConfigRecord({**cfg.to_flat(), "server-round": server_round, "seed": 0})
     # Explicit metadata: Message(content, dst_node_id, message_type) needs a running Flower task's identity.
     meta = Metadata(run_id=1, message_id=f"train-{server_round}", src_node_id=1, dst_node_id=7,
                     reply_to_message_id="", group_id=str(server_round), created_at=time.time(), ttl=3600.0,
@@ -282,8 +284,8 @@ def test_train_handler_declines_over_budget_without_charging(model: Recommender)
     fed = load_federation(CFG)
     event = plan_round(CFG).event()  # over the K fixed slots, whatever the device's history
     acc = make_accountant("opacus-rdp")
-    eps1, eps2 = (acc.epsilon([event] * k, delta=CFG.record_delta) for k in (1, 2))
-    cfg = CFG.replace(record_epsilon_max=(eps1 + eps2) / 2)
+    eps1, eps2 = (acc.epsilon([event] * k, delta=CFG.record_dp.delta) for k in (1, 2))
+    cfg = CFG.updated({"record_dp.epsilon_max": (eps1 + eps2) / 2})
     assert build_model(cfg, fed.catalog) is model  # the handler trains the module's cached model
     context = Context(run_id=1, node_id=7, node_config={"partition-id": partition, "num-partitions": num_partitions},
                       state=RecordDict(), run_config={})
@@ -345,7 +347,7 @@ def test_restarted_device_keeps_its_ledger_and_signs_a_report_that_verifies(mode
     # Prepare
     state_dir = tmp_path / "device"
     node = {"partition-id": 4, "num-partitions": 20, "state-dir": str(state_dir)}
-    two_rounds = make_accountant("opacus-rdp").epsilon([plan_round(CFG).event()] * 2, delta=CFG.record_delta)
+    two_rounds = make_accountant("opacus-rdp").epsilon([plan_round(CFG).event()] * 2, delta=CFG.record_dp.delta)
     # Execute
     replies = [client_train(_train_message(CFG, model, r), _device_context(node)) for r in (1, 3)]
     # Assert
@@ -370,10 +372,10 @@ def test_device_budget_in_its_node_config_caps_a_laxer_run_setting(model: Recomm
     setting of no budget, so the second round is declined and nothing more is charged."""
     # Prepare
     acc = make_accountant("opacus-rdp")
-    eps1, eps2 = (acc.epsilon([plan_round(CFG).event()] * k, delta=CFG.record_delta) for k in (1, 2))
+    eps1, eps2 = (acc.epsilon([plan_round(CFG).event()] * k, delta=CFG.record_dp.delta) for k in (1, 2))
     node = {"partition-id": 4, "num-partitions": 20, "state-dir": str(tmp_path / "device"),
             "record-epsilon-max": (eps1 + eps2) / 2}
-    assert CFG.record_epsilon_max == 0
+    assert CFG.record_dp.epsilon_max == 0
     # Execute
     first = client_train(_train_message(CFG, model, 1), _device_context(node))
     second = client_train(_train_message(CFG, model, 2), _device_context(node))

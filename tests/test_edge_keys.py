@@ -184,7 +184,7 @@ def test_generated_app_is_a_valid_flower_app_with_the_run_config_defaults(tmp_pa
     ok, errors, _ = validate_fields_in_config(doc)
     assert ok, errors
     assert doc["tool"]["flwr"]["app"]["components"] == COMPONENTS
-    assert doc["tool"]["flwr"]["app"]["config"] == RunConfig().to_flwr()
+    assert doc["tool"]["flwr"]["app"]["config"] == RunConfig().to_nested()
     repo = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert repo["tool"]["flwr"]["app"]["components"] == COMPONENTS  # the same apps `flwr run .` starts
     assert sorted(p.name for p in (tmp_path / "app").iterdir()) == ["pyproject.toml"]  # nothing else in the FAB
@@ -193,25 +193,27 @@ def test_generated_app_is_a_valid_flower_app_with_the_run_config_defaults(tmp_pa
 def test_run_settings_are_a_deployed_run_with_absolute_paths(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "catalog.json").write_text("{}")
-    cfg = run_settings({"data": "catalog.json", "deployment-nodes": "3", "user-dp": "true"}, tmp_path / "w")
-    assert cfg.deployment_nodes == 3 and cfg.user_dp
-    assert cfg.data == str(tmp_path / "catalog.json") and Path(cfg.run_dir).is_absolute()
-    with pytest.raises(ConfigError, match="deployment-nodes"):
-        run_settings({"data": "catalog.json"}, tmp_path)
+    cfg = run_settings({"data.source": "catalog.json", "run.deployment_nodes": "3", "user_dp.enabled": "true"},
+                       tmp_path / "w")
+    assert cfg.run.deployment_nodes == 3 and cfg.user_dp.enabled
+    assert cfg.data.source == str(tmp_path / "catalog.json") and Path(cfg.run.dir).is_absolute()
+    with pytest.raises(ConfigError, match="run.deployment_nodes"):
+        run_settings({"data.source": "catalog.json"}, tmp_path)
     with pytest.raises(ConfigError, match="public catalog"):
-        run_settings({"deployment-nodes": 2}, tmp_path)
+        run_settings({"run.deployment_nodes": 2}, tmp_path)
     with pytest.raises(ConfigError, match="unknown setting"):
-        run_settings({"data": "catalog.json", "deployment-nodes": 2, "no-such-key": 1}, tmp_path)
+        run_settings({"data.source": "catalog.json", "run.deployment_nodes": 2, "no-such-key": 1}, tmp_path)
 
 
 def test_run_config_file_round_trips_through_flwr(tmp_path: Path) -> None:
     from flwr.common.config import parse_config_args
 
-    cfg = RunConfig(data="/x/catalog.json", deployment_nodes=3, record_dp=True, user_delta=1e-3, run_name='a "b"')
+    cfg = RunConfig.from_mapping({"data.source": "/x/catalog.json", "run.deployment_nodes": 3,
+                                  "record_dp.enabled": True, "user_dp.delta": 1e-3, "run.name": 'a "b"'})
     path = write_run_config(tmp_path / "run-config.toml", cfg)
     parsed = parse_config_args([str(path)])
-    assert RunConfig.from_mapping({**RunConfig().to_flwr(), **parsed}) == cfg
-    assert "model" not in parsed  # only what differs from the defaults
+    assert RunConfig.from_mapping({**RunConfig().to_flat(), **parsed}) == cfg
+    assert "model.name" not in parsed  # only what differs from the defaults
 
 
 def test_connection_is_added_beside_existing_ones_and_flwr_reads_it(certs: Path, tmp_path: Path,

@@ -41,9 +41,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (Path(sys.executable).parent / "flower-superlink").is_file(),
                                  reason="flower-superlink not installed beside this interpreter")]
 DEVICES, KILLED = 3, 1  # device 1 is killed mid-round 1 and restarted
-SETTINGS = ["record-dp=true", "secure-aggregation=true", "user-dp=true", "client-sampling=poisson",
-            "user-clip-norm=0.5", "user-delta=1e-3", "bias-learning-rate=0.5", "record-accountant=rdp",
-            "record-expected-batch=8", "history-tokens=32", "evaluate-every=2"]  # evaluate once, after round 2
+SETTINGS = ["record_dp.enabled=true", "secagg.enabled=true", "user_dp.enabled=true", "run.client_sampling=poisson",
+            "user_dp.clip_norm=0.5", "user_dp.delta=1e-3", "train.bias_learning_rate=0.5", "record_dp.accountant=rdp",
+            "record_dp.expected_batch=8", "model.history_tokens=32", "eval.every=2"]  # evaluate once, after round 2
 
 
 class Processes:
@@ -232,7 +232,7 @@ def test_reports_are_written_and_verify(world: dict, deployed: dict) -> None:
         if i != KILLED:
             assert ledger.rounds() == [1, 2], (i, ledger.rounds())
         assert (d / "adapter.safetensors").is_file() and (d / "config.json").is_file()
-        assert read_config(d).deployment_nodes == DEVICES  # offline `fedrec recommend --state-dir` reads it
+        assert read_config(d).run.deployment_nodes == DEVICES  # offline `fedrec recommend --state-dir` reads it
     for report, key in reports:
         assert report.is_file(), report
         result = runner.invoke(cli, ["audit", "verify", str(report), "--public-key", str(key)], terminal_width=200)

@@ -25,10 +25,12 @@ def no_dp_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) ->
     # user's artist. 32 record canaries (one per device) and 32 canary clients, guessing on a quarter each way:
     # 16 guesses per audit, so all-correct proves eps >= 1.58 at 95%. Canary clients' norm S = 5 stands out
     # among the unclipped user updates of the small model (the null cosine std is 1/sqrt(d), d ~ 5,000).
-    cfg = RunConfig(model=str(tiny_llama_dir), data="synthetic:users=32,items=2000,seed=3", num_server_rounds=2,
-                    clients_per_round=64, evaluate_every=2, audit_canaries=32, audit_canary_clients=32,
-                    audit_guess_fraction=0.25, audit_seed=7, user_clip_norm=5.0, user_delta=1e-5,
-                    run_dir=str(tmp_path_factory.mktemp("runs")), run_name="audit-no-dp")
+    cfg = RunConfig.from_mapping({"model.name": str(tiny_llama_dir),
+                                  "data.source": "synthetic:users=32,items=2000,seed=3", "run.rounds": 2,
+                                  "run.clients_per_round": 64, "eval.every": 2, "audit.canaries": 32,
+                                  "audit.canary_clients": 32, "audit.guess_fraction": 0.25, "audit.seed": 7,
+                                  "user_dp.clip_norm": 5.0, "user_dp.delta": 1e-5,
+                                  "run.dir": str(tmp_path_factory.mktemp("runs")), "run.name": "audit-no-dp"})
     return cfg, simulate(cfg, engine="inprocess")
 
 
@@ -72,9 +74,9 @@ def dp_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> tu
     args = ["simulate", "--data", "synthetic:users=24,items=1000,seed=5", "--model", str(tiny_llama_dir),
             "--rounds", "2", "--clients-per-round", "24", "--run-dir", str(parent), "--run-name", "audit-dp",
             "--audit-canaries", "24", "--audit-canary-clients", "24"]
-    for kv in ("evaluate-every=2", "audit-guess-fraction=0.25", "user-delta=1e-5", "record-dp=true",
-               "record-noise-multiplier=3.0", "record-accountant=rdp", "user-dp=true", "user-noise-multiplier=3.0",
-               "client-sampling=poisson"):
+    for kv in ("eval.every=2", "audit.guess_fraction=0.25", "user_dp.delta=1e-5", "record_dp.enabled=true",
+               "record_dp.noise_multiplier=3.0", "record_dp.accountant=rdp", "user_dp.enabled=true",
+               "user_dp.noise_multiplier=3.0", "run.client_sampling=poisson"):
         args += ["--set", kv]
     result = runner.invoke(app, args + ["--engine", "inprocess"], terminal_width=200)
     assert result.exit_code == 0, result.output

@@ -36,8 +36,8 @@ def test_flwr_run_completes_rounds(tmp_path):
            "RAY_USAGE_STATS_ENABLED": "0", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     cmd = ["flwr", "run", str(ROOT), "--stream",
            "--federation-config", "num-supernodes=12 client-resources-num-cpus=1",
-           "--run-config", f'data="synthetic:users=12,items=100" num-server-rounds=2 clients-per-round=3 '
-                           f'evaluate-every=2 run-dir="{runs}" run-name="flwr"']
+           "--run-config", f'data.source="synthetic:users=12,items=100" run.rounds=2 run.clients_per_round=3 '
+                           f'eval.every=2 run.dir="{runs}" run.name="flwr"']
     try:
         out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     finally:

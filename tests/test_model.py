@@ -22,8 +22,8 @@ TRAINABLE_NAME = re.compile(r"(\.lora_[AB]\.default\.weight$)|(^head\.weight$)|(
 BASE_PREFIX = "encoder.base_model.model."
 
 
-def _cfg(model: str, **changes) -> RunConfig:
-    return RunConfig(model=model, **changes)
+def _cfg(model: str, changes: dict | None = None) -> RunConfig:
+    return RunConfig.from_mapping({"model.name": model, **(changes or {})})
 
 
 def _model_name(which: str, tiny_llama_dir: Path) -> str:
@@ -71,7 +71,7 @@ def _masked_ce(logits: torch.Tensor, target: torch.Tensor, histories: list[list[
 def _assert_one_step_trains_adapter_only(model: Recommender, split: UserSplit, catalog: Catalog, cfg: RunConfig):
     """Shared body: one train_local step changes LoRA B/head/bias and leaves every frozen tensor bit-identical."""
     # Prepare
-    fresh_base = load_backbone(cfg.model).model.state_dict()
+    fresh_base = load_backbone(cfg.model.name).model.state_dict()
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     catalog_before = model.catalog.clone()
     params = dict(model.named_parameters())
@@ -112,7 +112,7 @@ def test_one_step_trains_adapter_and_keeps_minilm_base_bit_identical(tiny_data) 
 def test_one_step_trains_adapter_and_keeps_llama_base_bit_identical(tiny_data, tiny_llama_dir, item_tower) -> None:
     """Tiny Llama decoder, both item towers: one step changes LoRA B, frozen weights stay bit-identical."""
     catalog, splits = tiny_data
-    cfg = _cfg(str(tiny_llama_dir), item_tower=item_tower, negatives=3)
+    cfg = _cfg(str(tiny_llama_dir), {"model.item_tower": item_tower, "train.negatives": 3})
     model = build_model(cfg, catalog, cached=False)
     _assert_one_step_trains_adapter_only(model, _busy_user(splits), catalog, cfg)
 
@@ -141,7 +141,8 @@ def test_trainable_state_without_head_and_bias(tiny_data, tiny_llama_dir) -> Non
     """head=False, item_bias=False leaves LoRA tensors only (q_proj/v_proj on the decoder)."""
     # Prepare
     catalog, _ = tiny_data
-    model = build_model(_cfg(str(tiny_llama_dir), head=False, item_bias=False), catalog, cached=False)
+    cfg = _cfg(str(tiny_llama_dir), {"model.head": False, "model.item_bias": False})
+    model = build_model(cfg, catalog, cached=False)
     # Execute
     state = trainable_state(model)
     # Assert
@@ -229,7 +230,7 @@ def test_shared_lora_scoring_table_matches_training_item_tower(eval_model, tiny_
     """prepare_for_scoring (shared-lora) re-encodes the catalog exactly as encode_items does during training."""
     # Prepare
     catalog, _ = tiny_data
-    cfg = RunConfig(item_tower="shared-lora")
+    cfg = RunConfig.from_mapping({"model.item_tower": "shared-lora"})
     frozen_table = eval_model.catalog.clone()
     texts = catalog_texts(catalog)
     try:
@@ -242,7 +243,7 @@ def test_shared_lora_scoring_table_matches_training_item_tower(eval_model, tiny_
     assert table.shape == frozen_table.shape
     assert not torch.allclose(table, frozen_table), "a non-zero adapter must change the item embeddings"
     for j in (0, 17, len(catalog) - 1):
-        ids, mask = tokenize(eval_model.backbone.tokenizer, [texts[j]], cfg.item_tokens)
+        ids, mask = tokenize(eval_model.backbone.tokenizer, [texts[j]], cfg.model.item_tokens)
         torch.testing.assert_close(table[j], eval_model.encode_items(ids, mask)[0], atol=1e-5, rtol=1e-5)
 
 
@@ -253,7 +254,7 @@ def test_shared_lora_catalog_is_encoded_once_per_adapter(eval_model, tiny_data, 
     import fedrec.shared.training as training
 
     catalog, _ = tiny_data
-    cfg = RunConfig(item_tower="shared-lora")
+    cfg = RunConfig.from_mapping({"model.item_tower": "shared-lora"})
     frozen_table = eval_model.catalog.clone()
     calls = []
     real = training.encode_texts

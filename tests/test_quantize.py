@@ -80,12 +80,12 @@ def test_int8_layers_are_int8_and_ranking_is_close(minilm_model, tiny_data):
 def test_quantizing_twice_or_without_an_engine_fails_clearly(tiny_llama_dir, tiny_data, monkeypatch):
     """A decoder backbone quantizes too; a second call, or a torch without a quantized engine, names the problem."""
     catalog, _ = tiny_data
-    model = build_model(RunConfig(model=str(tiny_llama_dir)), catalog, cached=False)
+    model = build_model(RunConfig.from_mapping({"model.name": str(tiny_llama_dir)}), catalog, cached=False)
     assert q.quantize_int8(model).layers == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
     with pytest.raises(q.Int8Unsupported, match="no float nn.Linear"):
         q.quantize_int8(model)
     monkeypatch.setattr(q, "_supported_engines", lambda: ["none"])
-    fresh = build_model(RunConfig(model=str(tiny_llama_dir)), catalog, cached=False)
+    fresh = build_model(RunConfig.from_mapping({"model.name": str(tiny_llama_dir)}), catalog, cached=False)
     with pytest.raises(q.Int8Unsupported, match="no quantized CPU engine"):
         q.quantize_int8(fresh)
     assert any(type(m) is nn.Linear for m in fresh.encoder.modules())  # refused before touching the model
@@ -97,7 +97,8 @@ def test_recommend_int8_from_the_command_line(tiny_llama_dir, tiny_data, tmp_pat
     from fedrec.shared.run_dir import write_adapter, write_catalog, write_config
 
     catalog, _ = tiny_data
-    cfg = RunConfig(model=str(tiny_llama_dir), data="synthetic:users=20,items=50,seed=0")
+    cfg = RunConfig.from_mapping({"model.name": str(tiny_llama_dir),
+                                  "data.source": "synthetic:users=20,items=50,seed=0"})
     run = tmp_path / "run"
     run.mkdir()
     write_config(run, cfg)

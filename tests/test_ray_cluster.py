@@ -177,7 +177,7 @@ def test_simulation_attaches_to_a_loopback_ray_head(tiny_llama_dir, tmp_path):
             cmd = [str(BIN / "fedrec"), "simulate", "--ray-address", f"127.0.0.1:{port}",
                    "--data", "synthetic:users=8,items=60,seed=2", "--model", str(tiny_llama_dir), "--rounds", "2",
                    "--clients-per-round", "3", "--run-dir", str(runs), "--run-name", "on-ray",
-                   "--set", "evaluate-every=2", "--set", "record-dp=true"]
+                   "--set", "eval.every=2", "--set", "record_dp.enabled=true"]
             out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
             drivers = {p.resolve() for p in temp_dir.glob("session_*/logs/python-core-driver-*.log")}  # + _latest
         left = leftovers(temp_dir, seen)

@@ -34,13 +34,15 @@ from fedrec.simulations.simulate import simulate
 runner = CliRunner()
 
 
-def _cfg(model: Path, parent: Path, name: str, **changes) -> RunConfig:
+def _cfg(model: Path, parent: Path, name: str, changes: dict | None = None) -> RunConfig:
     """8 users, Poisson sampling at q = 1/2, user-level DP: every round releases a noisy aggregate."""
-    base = RunConfig(data="synthetic:users=8,items=40,seed=5", model=str(model), num_server_rounds=3,
-                     clients_per_round=4, evaluate_every=3, client_sampling="poisson", user_dp=True,
-                     user_noise_multiplier=1.0, user_clip_norm=0.5, history_tokens=16, examples_per_user=4,
-                     run_dir=str(parent), run_name=name)
-    return base.replace(**changes)
+    base = RunConfig.from_mapping({"data.source": "synthetic:users=8,items=40,seed=5", "model.name": str(model),
+                                   "run.rounds": 3, "run.clients_per_round": 4, "eval.every": 3,
+                                   "run.client_sampling": "poisson", "user_dp.enabled": True,
+                                   "user_dp.noise_multiplier": 1.0, "user_dp.clip_norm": 0.5,
+                                   "model.history_tokens": 16, "train.examples_per_user": 4, "run.dir": str(parent),
+                                   "run.name": name})
+    return base.updated(changes or {})
 
 
 def _adapter_round(run: Path) -> int:
@@ -84,7 +86,7 @@ def test_a_crash_before_the_checkpoint_publishes_nothing_of_that_round(tiny_llam
     monkeypatch.undo()
 
     conflict = _resume_cli(run, "--rounds", "5")  # a resumed run keeps its settings
-    assert conflict.exit_code == 2 and "num-server-rounds: run has 3, given 5" in conflict.output
+    assert conflict.exit_code == 2 and "run.rounds: run has 3, given 5" in conflict.output
     result = _resume_cli(run, "--rounds", "3")  # an agreeing setting is fine
     assert result.exit_code == 0, result.output
     assert "resumed from the checkpoint after round 1" in result.output
@@ -105,8 +107,8 @@ def test_a_crash_after_the_checkpoint_republishes_and_releases_once(tiny_llama_d
         return real_publish(run, dp, rounds, client_rows, adapter=adapter)
 
     monkeypatch.setattr(federation, "_publish", crash_publishing_round_2)
-    cfg = _cfg(tiny_llama_dir, tmp_path, "after", audit_canary_clients=2, record_dp=True, record_delta=1e-3,
-               record_accountant="rdp")
+    cfg = _cfg(tiny_llama_dir, tmp_path, "after", {"audit.canary_clients": 2, "record_dp.enabled": True,
+                                                 "record_dp.delta": 1e-3, "record_dp.accountant": "rdp"})
     with pytest.raises(KeyboardInterrupt):
         simulate(cfg, engine="inprocess")
     run = tmp_path / "after"
@@ -181,7 +183,7 @@ def test_sigkill_mid_round_then_resume_matches_an_uninterrupted_run(tiny_llama_d
     def start(name: str, pause_round: int) -> subprocess.Popen:
         cfg = _cfg(tiny_llama_dir, tmp_path, name)
         with (tmp_path / f"{name}.log").open("wb") as log:  # a file, not a pipe: a full pipe would block the run
-            procs.append(subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(cfg.to_flwr()), str(marker),
+            procs.append(subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(cfg.to_flat()), str(marker),
                                            str(pause_round), str(seed)], env=env, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True))
         return procs[-1]
@@ -234,7 +236,7 @@ def test_a_run_resumes_on_the_ray_engine_by_partition(tiny_llama_dir, tmp_path, 
         return real_save(run, ckpt)
 
     monkeypatch.setattr(federation, "save_checkpoint", crash_at_round_2)
-    cfg = _cfg(tiny_llama_dir, tmp_path, "ray", num_server_rounds=2, evaluate_every=2)
+    cfg = _cfg(tiny_llama_dir, tmp_path, "ray", {"run.rounds": 2, "eval.every": 2})
     with pytest.raises(KeyboardInterrupt):
         simulate(cfg, engine="inprocess")
     monkeypatch.undo()

@@ -12,14 +12,14 @@ from fedrec.shared.run_dir import new_run_dir, read_config, write_config, write_
 
 def test_unnamed_runs_in_the_same_second_get_distinct_dirs(tmp_path):
     """Two unnamed runs never share a directory."""
-    cfg = RunConfig(run_dir=str(tmp_path))
+    cfg = RunConfig.from_mapping({"run.dir": str(tmp_path)})
     a, b = new_run_dir(cfg), new_run_dir(cfg)
     assert a != b and a.is_dir() and b.is_dir()
 
 
 def test_named_run_is_never_overwritten(tmp_path):
     """A named run directory that already holds files is refused, naming it."""
-    cfg = RunConfig(run_dir=str(tmp_path), run_name="mine")
+    cfg = RunConfig.from_mapping({"run.dir": str(tmp_path), "run.name": "mine"})
     run = new_run_dir(cfg)
     write_config(run, cfg)
     with pytest.raises(FileExistsError, match="mine"):
@@ -28,7 +28,7 @@ def test_named_run_is_never_overwritten(tmp_path):
 
 def test_config_round_trip_and_rows(tmp_path):
     """config.json reads back to the same RunConfig; rows land in JSON and CSV with the union of columns."""
-    cfg = RunConfig(run_dir=str(tmp_path), run_name="r", lora_rank=4)
+    cfg = RunConfig.from_mapping({"run.dir": str(tmp_path), "run.name": "r", "model.lora_rank": 4})
     run = new_run_dir(cfg)
     write_config(run, cfg)
     assert read_config(run) == cfg

@@ -40,8 +40,9 @@ def test_a_process_loads_data_backbone_and_catalog_table_once(tmp_path: Path, mo
     _counting(monkeypatch, federation_data, "load_dataset", calls)
     _counting(monkeypatch, training, "load_backbone", calls)
     _counting(monkeypatch, training, "catalog_embeddings", calls)
-    cfg = RunConfig(data="synthetic:users=10,items=30,seed=77", model=str(tiny_llama_dir), lora_rank=3,
-                    num_server_rounds=3, clients_per_round=4, evaluate_every=1, run_dir=str(tmp_path))
+    cfg = RunConfig.from_mapping({"data.source": "synthetic:users=10,items=30,seed=77",
+                                  "model.name": str(tiny_llama_dir), "model.lora_rank": 3, "run.rounds": 3,
+                                  "run.clients_per_round": 4, "eval.every": 1, "run.dir": str(tmp_path)})
     # Execute
     run = simulate(cfg, engine="inprocess")
     # Assert
@@ -54,8 +55,9 @@ def test_intermediate_evaluations_sample_users_and_the_final_one_covers_all(tmp_
                                                                             tiny_llama_dir: Path) -> None:
     """fraction-evaluate 0.25 every round, fraction-evaluate-final 1: rounds 1-2 rank 3 users, round 3 all."""
     # Prepare
-    cfg = RunConfig(data="synthetic:users=12,items=40,seed=5", model=str(tiny_llama_dir), num_server_rounds=3,
-                    clients_per_round=3, evaluate_every=1, fraction_evaluate=0.25, run_dir=str(tmp_path))
+    cfg = RunConfig.from_mapping({"data.source": "synthetic:users=12,items=40,seed=5",
+                                  "model.name": str(tiny_llama_dir), "run.rounds": 3, "run.clients_per_round": 3,
+                                  "eval.every": 1, "eval.fraction": 0.25, "run.dir": str(tmp_path)})
     evaluable = sum(s.evaluated for s in load_federation(cfg).splits)
     # Execute
     run = simulate(cfg, engine="inprocess")

@@ -18,7 +18,7 @@ State = dict[str, np.ndarray]
 
 
 def round_encoding(cfg: RunConfig, max_clients: int) -> FixedPointEncoding:
-    return FixedPointEncoding(clip_norm=cfg.user_clip_norm, max_clients=max_clients, ring_bits=cfg.secagg_ring_bits)
+    return FixedPointEncoding(clip_norm=cfg.user_dp.clip_norm, max_clients=max_clients, ring_bits=cfg.secagg.ring_bits)
 
 
 def flatten_state(state: State) -> np.ndarray:

@@ -44,13 +44,15 @@ def test_an_unreachable_target_is_an_error() -> None:
 
 def test_resolve_noise_sets_z_and_the_budget_from_targets_only_when_asked() -> None:
     # Prepare
-    plain = RunConfig(record_dp=True, user_dp=True, client_sampling="poisson", record_accountant="rdp")
-    targeted = plain.replace(record_target_epsilon=4.0, record_target_rounds=2, user_target_epsilon=1.0)
+    plain = RunConfig.from_mapping({"record_dp.enabled": True, "user_dp.enabled": True,
+                                    "run.client_sampling": "poisson", "record_dp.accountant": "rdp"})
+    targeted = plain.updated({"record_dp.target_epsilon": 4.0, "record_dp.target_rounds": 2,
+                              "user_dp.target_epsilon": 1.0})
     # Execute
     same, resolved = resolve_noise(plain, 200), resolve_noise(targeted, 200)
     # Assert
     assert same == plain
-    assert resolved.record_epsilon_max == 4.0 and resolved.user_epsilon_max == 1.0
+    assert resolved.record_dp.epsilon_max == 4.0 and resolved.user_dp.epsilon_max == 1.0
     event = plan_round(resolved).event()
-    assert make_accountant("opacus-rdp").epsilon([event] * 2, delta=resolved.record_delta) <= 4.0
-    assert resolved.user_noise_multiplier != plain.user_noise_multiplier
+    assert make_accountant("opacus-rdp").epsilon([event] * 2, delta=resolved.record_dp.delta) <= 4.0
+    assert resolved.user_dp.noise_multiplier != plain.user_dp.noise_multiplier

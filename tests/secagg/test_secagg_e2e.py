@@ -53,10 +53,11 @@ class LossyGrid:
 
 @pytest.fixture(scope="module")
 def secure_run(tmp_path_factory):
-    cfg = RunConfig(data="synthetic:users=8,items=60,seed=5", num_server_rounds=2, clients_per_round=6,
-                    evaluate_every=2, user_dp=True, user_noise_multiplier=1.0, user_clip_norm=0.5,
-                    bias_learning_rate=0.5, secure_aggregation=True,
-                    run_dir=str(tmp_path_factory.mktemp("runs")), run_name="secagg")
+    cfg = RunConfig.from_mapping({"data.source": "synthetic:users=8,items=60,seed=5", "run.rounds": 2,
+                                  "run.clients_per_round": 6, "eval.every": 2, "user_dp.enabled": True,
+                                  "user_dp.noise_multiplier": 1.0, "user_dp.clip_norm": 0.5,
+                                  "train.bias_learning_rate": 0.5, "secagg.enabled": True,
+                                  "run.dir": str(tmp_path_factory.mktemp("runs")), "run.name": "secagg"})
     grids: list[LossyGrid] = []
     original = server_app.run_federation
 

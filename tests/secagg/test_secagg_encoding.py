@@ -79,11 +79,11 @@ def test_ring_too_small_is_a_configuration_error() -> None:
 def test_default_quantization_error_is_negligible_next_to_the_dp_noise() -> None:
     """Defaults (S = 1, z = 1, 10 clients, 32-bit ring, a 221k-parameter adapter): the worst-case rounding error
     of the sum is < 1e-7 of the noise std per coordinate, and < 1e-7 of the noise's L2 norm."""
-    cfg = RunConfig(user_dp=True, secure_aggregation=True)
-    n, d = cfg.clients_per_round, 221_444
+    cfg = RunConfig.from_mapping({"user_dp.enabled": True, "secagg.enabled": True})
+    n, d = cfg.run.clients_per_round, 221_444
     enc = round_encoding(cfg, n)
     bound = enc.quantization_error_bound(d, n)
-    noise_std = cfg.user_noise_multiplier * cfg.user_clip_norm
+    noise_std = cfg.user_dp.noise_multiplier * cfg.user_dp.clip_norm
     assert bound["per_coordinate"] / noise_std < 1e-7
     assert bound["l2"] / (noise_std * math.sqrt(d)) < 1e-7
-    assert bound["clip_margin"] / cfg.user_clip_norm < 1e-5
+    assert bound["clip_margin"] / cfg.user_dp.clip_norm < 1e-5

@@ -1,0 +1,12 @@
+"""Errors shared by the server, the devices and the tools, named for what went wrong.
+
+Each message names the source (file, option or message), the key and the value found, so a user can fix the
+input without reading code. Subsystems keep their own hierarchies beside their code (`fedrec.shared.privacy.errors`,
+`fedrec.shared.secagg.errors`); this module holds the ones every layer raises.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or out of range; the message names the source, the key and the value."""
