@@ -1,5 +1,5 @@
 """`fedrec audit`: verify, show and render epsilon reports. Argument parsing only; the logic is in
-`fedrec.shared.privacy` (verify, report, render), imported inside each command so `fedrec --help` stays fast.
+`fedrec.shared.privacy.report` (verify, document, render), imported inside each command so `fedrec --help` stays fast.
 
 Exit codes: 0 every check passed (warnings allowed), 1 a check failed, 2 the input could not be read.
 """
@@ -32,7 +32,7 @@ def verify(
     """Check signature and schema, recompute every epsilon with independent accountants, check consistency."""
     from fedrec.shared.privacy.errors import KeyFileError
     from fedrec.shared.privacy.keys import load_public_key
-    from fedrec.shared.privacy.verify import has_failures, verify_report_file
+    from fedrec.shared.privacy.report import has_failures, verify_report_file
 
     try:
         key = load_public_key(public_key) if public_key else None
@@ -63,7 +63,8 @@ def show(
 ) -> None:
     """Print the guarantees in plain words and a summary of each ledger."""
     from fedrec.shared.privacy.errors import ReportSchemaError
-    from fedrec.shared.privacy.render import (
+    from fedrec.shared.privacy.report import read_report
+    from fedrec.shared.privacy.report.render import (
         EMPIRICAL_COLUMNS,
         empirical_rows,
         ledger_rows,
@@ -72,7 +73,6 @@ def show(
         summary_rows,
         title,
     )
-    from fedrec.shared.privacy.report import read_report
 
     try:
         rep = read_report(report)
@@ -118,8 +118,8 @@ def render(
 ) -> None:
     """Write the report as Markdown and self-contained HTML, with the epsilon-over-rounds plot."""
     from fedrec.shared.privacy.errors import ReportSchemaError
-    from fedrec.shared.privacy.render import write_rendered
     from fedrec.shared.privacy.report import read_report
+    from fedrec.shared.privacy.report.render import write_rendered
 
     try:
         rep = read_report(report)
@@ -134,6 +134,6 @@ def render(
 @app.command()
 def schema() -> None:
     """Print the report's JSON Schema (draft 2020-12), for validating reports with other tools."""
-    from fedrec.shared.privacy.schema import REPORT_SCHEMA
+    from fedrec.shared.privacy.report.schema import REPORT_SCHEMA
 
     typer.echo(json.dumps(REPORT_SCHEMA, indent=2))

@@ -52,8 +52,8 @@ import numpy as np
 
 from fedrec.shared.config import RunConfig
 from fedrec.shared.deployment import CATALOG_FILE
+from fedrec.shared.io import atomic_write_bytes
 from fedrec.shared.privacy import PrivacyLedger
-from fedrec.shared.privacy._io import atomic_write_bytes
 from fedrec.shared.privacy.errors import LedgerError
 from fedrec.shared.privacy.keys import Ed25519PrivateKey, fingerprint, load_or_create_private_key
 from fedrec.shared.run_dir import ADAPTER, read_adapter, write_adapter, write_config

@@ -12,8 +12,8 @@ from pathlib import Path
 from fedrec.client.device_state import DeviceState
 from fedrec.shared.config import RunConfig
 from fedrec.shared.dp_sgd import NOISE_RNG, OPACUS_ACCOUNTANTS, plan_round
+from fedrec.shared.io import atomic_write_text
 from fedrec.shared.privacy import PrivacyLedger
-from fedrec.shared.privacy.render import render_markdown
 from fedrec.shared.privacy.report import (
     GuaranteeInputs,
     Mechanism,
@@ -23,7 +23,7 @@ from fedrec.shared.privacy.report import (
     sign_report,
     write_report,
 )
-from fedrec.shared.run_dir import atomic_write_text
+from fedrec.shared.privacy.report.render import render_markdown
 
 #: What a DP device sends to the server outside the guarantee (plain metrics), for the report's trust notes.
 SENT_IN_THE_CLEAR = (

@@ -47,6 +47,7 @@ from fedrec.shared.audit import (
 )
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.types import Catalog
+from fedrec.shared.io import atomic_write_text
 from fedrec.shared.model import Recommender
 from fedrec.shared.privacy.accountants import make_accountant
 from fedrec.shared.privacy.empirical import (
@@ -55,7 +56,6 @@ from fedrec.shared.privacy.empirical import (
     guess_counts,
     one_run_audit,
 )
-from fedrec.shared.run_dir import atomic_write_text
 from fedrec.shared.training import NEG_INF, prepare_for_scoring, score_prompts, set_global_state
 
 log = logging.getLogger("fedrec.server")

@@ -25,7 +25,8 @@ import numpy as np
 from fedrec.shared.config import RunConfig
 from fedrec.shared.dp_fedavg import default_delta
 from fedrec.shared.privacy.budget import PrivacyBudget
-from fedrec.shared.privacy.ledger import PrivacyLedger, dpfedavg_event
+from fedrec.shared.privacy.events import dpfedavg_event
+from fedrec.shared.privacy.ledger import PrivacyLedger
 
 State = dict[str, np.ndarray]
 

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from fedrec.shared.config import ConfigError, RunConfig
-from fedrec.shared.privacy._io import atomic_write_bytes
-from fedrec.shared.run_dir import atomic_write_text, read_config
+from fedrec.shared.io import atomic_write_bytes, atomic_write_text
+from fedrec.shared.run_dir import read_config
 
 State = dict[str, np.ndarray]
 

@@ -14,7 +14,6 @@ from typing import Any
 from fedrec.server.central_dp import RNG_DESCRIPTION, UserLevelDP
 from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.keys import load_or_create_private_key, save_public_key
-from fedrec.shared.privacy.render import write_rendered
 from fedrec.shared.privacy.report import (
     GuaranteeInputs,
     Mechanism,
@@ -24,6 +23,7 @@ from fedrec.shared.privacy.report import (
     sign_report,
     write_report,
 )
+from fedrec.shared.privacy.report.render import write_rendered
 
 REPORT = "privacy-report.json"
 

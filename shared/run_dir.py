@@ -16,9 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +24,14 @@ import numpy as np
 
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.types import Catalog
+from fedrec.shared.io import atomic_write_bytes, atomic_write_text, package_version
 
 ADAPTER = "adapter.safetensors"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("fedrec", "flwr", "torch", "transformers", "peft", "opacus", "dp-accounting", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return {pkg: package_version(pkg)
+            for pkg in ("fedrec", "flwr", "torch", "transformers", "peft", "opacus", "dp-accounting", "numpy")}
 
 
 def new_run_dir(cfg: RunConfig) -> Path:

@@ -40,8 +40,7 @@ from fedrec.shared.federation_data import load_federation
 from fedrec.shared.model import Recommender, load_trainable_state, trainable_state
 from fedrec.shared.privacy import PrivacyLedger, make_accountant
 from fedrec.shared.privacy.keys import load_public_key
-from fedrec.shared.privacy.report import read_report
-from fedrec.shared.privacy.verify import has_failures, verify_report_file
+from fedrec.shared.privacy.report import has_failures, read_report, verify_report_file
 from fedrec.shared.training import build_model, example_loss, make_optimizer
 from fedrec.shared.wire import state_to_record
 

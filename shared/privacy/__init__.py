@@ -7,9 +7,10 @@ Two guarantees, always kept apart:
 * **record-level** (each device, Opacus DP-SGD): a `PrivacyLedger(guarantee="record-level")` per device gets one
   entry per round it trained in (`record_local_dpsgd`), and persists across rounds.
 
-Epsilon is always computed from a ledger by an accountant (`make_accountant("pld").epsilon(ledger.events(),
-delta=...)`), budgets are checked before a release (`PrivacyBudget.check`), and reports are built, signed,
-written, rendered and verified with `report`, `keys`, `render` and `verify`. See docs/privacy-reports.md.
+Each entry is a `dp_accounting` DpEvent (`events`). Epsilon is always computed from a ledger by an accountant
+(`make_accountant("pld").epsilon(ledger.events(), delta=...)`), budgets are checked before a release
+(`PrivacyBudget.check`), and reports are built, signed, written, rendered and verified with the `report`
+package (keys: `keys`). See docs/privacy-reports.md.
 """
 
 from fedrec.shared.privacy.accountants import Accountant, make_accountant, opacus_epsilon
@@ -25,14 +26,8 @@ from fedrec.shared.privacy.errors import (
     UnknownAccountant,
     UnsupportedMechanism,
 )
-from fedrec.shared.privacy.ledger import (
-    LedgerEntry,
-    PrivacyLedger,
-    dpfedavg_event,
-    dpsgd_event,
-    event_from_json,
-    event_to_json,
-)
+from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event, event_from_json, event_to_json
+from fedrec.shared.privacy.ledger import LedgerEntry, PrivacyLedger
 from fedrec.shared.privacy.report import (
     GuaranteeInputs,
     Mechanism,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dp_accounting import dp_event
 
 from fedrec.shared.privacy.accountants import make_accountant
-from fedrec.shared.privacy.ledger import dpfedavg_event, dpsgd_event
+from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event
 
 Z_MIN, Z_MAX = 0.1, 500.0
 

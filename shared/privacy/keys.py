@@ -19,7 +19,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fedrec.shared.privacy._io import atomic_write_bytes
+from fedrec.shared.io import atomic_write_bytes
 from fedrec.shared.privacy.errors import KeyFileError
 
 __all__ = [

@@ -16,7 +16,7 @@ from fedrec.cli.main import app
 from fedrec.shared.privacy import keys
 from fedrec.shared.privacy.accountants import RdpAccountant
 from fedrec.shared.privacy.report import sign_report, write_report
-from fedrec.shared.privacy.verify import verify_report
+from fedrec.shared.privacy.report.verify import verify_report
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from fedrec.shared.dp_sgd import plan_round
 from fedrec.shared.noise import resolve_noise
 from fedrec.shared.privacy import make_accountant
 from fedrec.shared.privacy.calibrate import record_noise_for, user_noise_for
-from fedrec.shared.privacy.ledger import dpfedavg_event, dpsgd_event
+from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event
 
 
 def test_user_noise_is_the_smallest_that_meets_the_target() -> None:

@@ -15,9 +15,9 @@ from fedrec.shared.privacy import GuaranteeInputs, Mechanism, PrivacyLedger, Sam
 from fedrec.shared.privacy.accountants import make_accountant
 from fedrec.shared.privacy.empirical import epsilon_lower_bound
 from fedrec.shared.privacy.errors import ReportError, ReportSchemaError
-from fedrec.shared.privacy.render import render_html, render_markdown
 from fedrec.shared.privacy.report import empirical_statement, sign_report, validate_report, write_report
-from fedrec.shared.privacy.verify import verify_report
+from fedrec.shared.privacy.report.render import render_html, render_markdown
+from fedrec.shared.privacy.report.verify import verify_report
 
 runner = CliRunner()
 DELTA_USER = 1e-4

@@ -22,7 +22,8 @@ from fedrec.shared.privacy.accountants import (
     opacus_epsilon,
 )
 from fedrec.shared.privacy.errors import UnknownAccountant, UnsupportedMechanism
-from fedrec.shared.privacy.ledger import PrivacyLedger, dpfedavg_event, dpsgd_event
+from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event
+from fedrec.shared.privacy.ledger import PrivacyLedger
 
 # Abadi et al.'s CIFAR-style setting: the value Opacus' RDP accountant prints, to 4 decimals.
 GOLDEN = {"noise_multiplier": 1.1, "sample_rate": 256 / 50000, "steps": 5859}

@@ -7,7 +7,8 @@ import pytest
 from fedrec.shared.privacy.accountants import RdpAccountant
 from fedrec.shared.privacy.budget import PrivacyBudget, check_budget, epsilon_after, would_exceed
 from fedrec.shared.privacy.errors import PrivacyBudgetExceeded
-from fedrec.shared.privacy.ledger import PrivacyLedger, dpfedavg_event
+from fedrec.shared.privacy.events import dpfedavg_event
+from fedrec.shared.privacy.ledger import PrivacyLedger
 
 
 def test_a_server_loop_stops_at_the_last_round_within_budget():

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
-from fedrec.shared.privacy.ledger import (
-    PrivacyLedger,
+from fedrec.shared.privacy.events import (
     compress_events,
     dpfedavg_event,
     dpsgd_event,
@@ -23,6 +22,7 @@ from fedrec.shared.privacy.ledger import (
     event_to_json,
     gaussian_components,
 )
+from fedrec.shared.privacy.ledger import PrivacyLedger
 
 ALL_EVENTS = [
     E.NoOpDpEvent(), E.NonPrivateDpEvent(), E.UnsupportedDpEvent(),

@@ -12,7 +12,6 @@ import pytest
 
 from fedrec.shared.privacy import keys
 from fedrec.shared.privacy.errors import KeyFileError, ReportError, ReportSchemaError, SignatureError
-from fedrec.shared.privacy.render import render_html, render_markdown, write_rendered
 from fedrec.shared.privacy.report import (
     Sampling,
     read_report,
@@ -22,7 +21,8 @@ from fedrec.shared.privacy.report import (
     verify_signature,
     write_report,
 )
-from fedrec.shared.privacy.schema import REPORT_SCHEMA
+from fedrec.shared.privacy.report.render import render_html, render_markdown, write_rendered
+from fedrec.shared.privacy.report.schema import REPORT_SCHEMA
 
 TOP_LEVEL = {"schema", "schema_version", "report_type", "run_id", "device_id", "created_at", "code_version", "scope",
              "user_level", "record_level", "record_level_across_devices", "signature"}
@@ -212,8 +212,8 @@ def test_html_escapes_report_strings(run_report):
 
 
 def test_a_run_without_user_level_dp_says_so(build_run, server_key):
-    from fedrec.shared.privacy.render import statements
     from fedrec.shared.privacy.report import Scope, build_run_report
+    from fedrec.shared.privacy.report.render import statements
 
     report = build_run_report(run_id="r", scope=Scope(dp_setting="local DP-SGD only"), user_level=None,
                               record_level_epsilons=[1.0], record_level_delta=1e-5,

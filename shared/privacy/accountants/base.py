@@ -21,14 +21,14 @@ import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from typing import Any, ClassVar
 
 from dp_accounting import dp_event
 from dp_accounting.privacy_accountant import UnsupportedEventError
 
+from fedrec.shared.io import package_version
 from fedrec.shared.privacy.errors import UnsupportedMechanism
-from fedrec.shared.privacy.ledger import ADJACENCY, compress_events
+from fedrec.shared.privacy.events import ADJACENCY, compress_events
 
 _MEMO: dict[tuple, float] = {}
 _MEMO_SIZE = 4096
@@ -64,10 +64,7 @@ class Accountant(abc.ABC):
         return cls(adjacency=adjacency, **dict(settings or {}))
 
     def library_version(self) -> str:
-        try:
-            return metadata.version(self.library)
-        except metadata.PackageNotFoundError:
-            return "not installed"
+        return package_version(self.library)
 
     def describe(self) -> str:
         """One line for people, for example "pld (dp-accounting 0.6.0)"."""

@@ -20,7 +20,7 @@ from dp_accounting import dp_event
 
 from fedrec.shared.privacy.accountants.base import Accountant, _check_delta
 from fedrec.shared.privacy.errors import UnsupportedMechanism
-from fedrec.shared.privacy.ledger import gaussian_components
+from fedrec.shared.privacy.events import gaussian_components
 
 OpacusHistory = list[tuple[float, float, int]]  # [(noise_multiplier, sample_rate, steps), ...]
 

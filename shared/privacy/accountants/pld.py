@@ -20,7 +20,7 @@ from typing import Any
 from dp_accounting.pld import pld_privacy_accountant
 
 from fedrec.shared.privacy.accountants.base import DpAccountingAccountant
-from fedrec.shared.privacy.ledger import ADJACENCY
+from fedrec.shared.privacy.events import ADJACENCY
 
 DEFAULT_VALUE_DISCRETIZATION_INTERVAL = 1e-4
 

@@ -29,7 +29,7 @@ from dp_accounting import dp_event
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from fedrec.shared.privacy.accountants.base import DpAccountingAccountant, _check_delta
-from fedrec.shared.privacy.ledger import ADJACENCY
+from fedrec.shared.privacy.events import ADJACENCY
 
 DEFAULT_ORDERS: tuple[float, ...] = tuple(
     [1 + x / 100 for x in range(1, 10)]

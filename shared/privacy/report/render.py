@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedrec.shared.privacy.ledger import PrivacyLedger, gaussian_components
+from fedrec.shared.privacy.events import gaussian_components
+from fedrec.shared.privacy.ledger import PrivacyLedger
 
 _SECTIONS = (("user_level", "User-level guarantee"), ("record_level", "Record-level guarantee"))
 _NO_USER_LEVEL = ("No user-level guarantee: this run did not apply a user-level mechanism (DP-FedAvg), so "

@@ -1,10 +1,14 @@
-"""Crash-safe file writes for ledgers, reports and keys.
+"""Crash-safe file writes and installed-package versions: the small I/O every part of fedrec shares.
 
-A ledger is the only record of privacy already spent: if a crash left it truncated or half-written, a resumed
-run would under-count epsilon. So every write goes to a temporary file in the same folder, is flushed and
+Atomic writes. A ledger is the only record of privacy already spent: if a crash left it truncated or
+half-written, a resumed run would under-count epsilon. A run directory's checkpoint, a device's state and the
+signing keys have the same problem. So every write goes to a temporary file in the same folder, is flushed and
 fsync'ed, and then atomically replaces the old file with `os.replace`; the folder is fsync'ed too (POSIX), so
 the rename itself survives a power loss. A reader therefore sees either the old file or the new one, never a
 mix.
+
+Package versions. Reports, run directories and accountants record which library versions produced a figure;
+a package that is not installed is recorded as "not installed" rather than failing the write.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from importlib import metadata
 from pathlib import Path
+
+NOT_INSTALLED = "not installed"
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> Path:
@@ -39,6 +46,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
     return path
 
 
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int = 0o644) -> Path:
+    """`atomic_write_bytes` of `text` encoded as UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a rename in `folder` durable. Not possible on every platform (Windows), where it is skipped."""
     try:
@@ -51,3 +63,11 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def package_version(dist: str) -> str:
+    """The installed version of distribution `dist` (for example "dp-accounting"), or "not installed"."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return NOT_INSTALLED

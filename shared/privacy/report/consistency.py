@@ -1,0 +1,240 @@
+"""The consistency checks of a report: does what it declares match what its own ledger records?
+
+None of them recomputes epsilon, so they are cheap, and two places run them: the builders (`build`, in strict
+mode) refuse to produce a report that fails one, and `verify` (`fedrec audit verify`) runs them on a report it
+is given. Recomputing is `verify`'s alone: it hooks into the same walk over the report (`report_findings`), so
+each section's recomputation findings follow its consistency findings, in one order whichever way the checks
+run. The check ids and what each one means are listed in `verify`'s docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from fedrec.shared.io import package_version
+from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
+from fedrec.shared.privacy.events import gaussian_components
+from fedrec.shared.privacy.ledger import RECORD_LEVEL, USER_LEVEL, PrivacyLedger
+from fedrec.shared.privacy.report.statements import (
+    across_devices_statement,
+    empirical_statement,
+    guarantee_statement,
+)
+
+Status = Literal["pass", "fail", "warn", "skip"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's outcome: `check` is a stable id, `status` pass/fail/warn/skip, `message` the evidence."""
+
+    check: str
+    status: Status
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "fail"
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+# verify's recomputations, run after a guarantee section's (name, its ledger, the section) or an empirical
+# audit's (finding-id prefix, the audit) consistency findings; each returns the findings it adds.
+SectionRecompute = Callable[[str, PrivacyLedger, Mapping[str, Any]], list[Finding]]
+AuditRecompute = Callable[[str, Mapping[str, Any]], list[Finding]]
+
+
+def consistency_findings(report: Mapping[str, Any]) -> list[Finding]:
+    """The checks that need no recomputation (used when building a report, to refuse an inconsistent one)."""
+    return report_findings(report)
+
+
+def report_findings(report: Mapping[str, Any], *, recompute_section: SectionRecompute | None = None,
+                    recompute_audit: AuditRecompute | None = None) -> list[Finding]:
+    """Every consistency check of a validated report, section by section, with the recomputations hooked in."""
+    out: list[Finding] = []
+    for name, level in (("user_level", USER_LEVEL), ("record_level", RECORD_LEVEL)):
+        if report.get(name) is not None:
+            out.extend(_section_findings(name, level, report[name], report["scope"],
+                                         recompute_section=recompute_section))
+    across = report.get("record_level_across_devices")
+    if across is not None:
+        e = across["epsilon"]
+        ordered = e["min"] <= e["median"] <= e["p90"] <= e["max"]
+        out.append(Finding("record_level_across_devices.consistency", "pass" if ordered else "fail",
+                           f"min {e['min']} <= median {e['median']} <= p90 {e['p90']} <= max {e['max']}"
+                           if ordered else f"the summary is not ordered: {e}"))
+        same = across["statement"] == across_devices_statement(across)
+        out.append(_statement_finding("record_level_across_devices.statement", same))
+    if report["report_type"] == "run" and report.get("user_level") is None:
+        out.append(Finding("user_level", "warn", "no user-level guarantee in this run report"))
+    if report.get("empirical_audit") is not None:
+        out.extend(_empirical_findings(report, recompute_audit=recompute_audit))
+    return out
+
+
+def _empirical_findings(report: Mapping[str, Any], *, recompute_audit: AuditRecompute | None) -> list[Finding]:
+    """The empirical audit: counts consistent, claimed epsilon = the report's; then `recompute_audit`, if any.
+
+    The lower bound's recomputation and the check that it is below the claim are `verify`'s, never run when a
+    report is built, so a failing audit is still written and can be shown.
+    """
+    section = report["empirical_audit"]
+    out = [_statement_finding("empirical_audit.statement", section["statement"] == empirical_statement(section))]
+    for a in section["audits"]:
+        name = f"empirical_audit.{a['level'].replace('-', '_')}"
+        claimed = a["claimed_epsilon"]
+        problems = []
+        if not (a["correct"] <= a["guesses"] == a["guesses_in"] + a["guesses_out"] <= a["canaries"]):
+            problems.append(f"need correct {a['correct']} <= guesses {a['guesses']} = in {a['guesses_in']} + out "
+                            f"{a['guesses_out']} <= canaries {a['canaries']}")
+        if a["included"] > a["canaries"]:
+            problems.append(f"{a['included']} canaries included out of {a['canaries']}")
+        if a["level"] == "user-level":
+            g = report.get("user_level")
+            said = None if g is None else g["accounting"]["epsilon"]
+            if (said is None) != (claimed is None) or (said is not None and not math.isclose(
+                    claimed, said, rel_tol=1e-9, abs_tol=1e-12)):
+                problems.append(f"claimed_epsilon {claimed} is not the report's user-level epsilon {said}")
+        else:
+            across = report.get("record_level_across_devices")
+            if claimed is not None and across is not None and claimed > across["epsilon"]["max"] * (1 + 1e-9):
+                problems.append(f"claimed_epsilon {claimed} is above the largest record-level epsilon any device "
+                                f"reported ({across['epsilon']['max']})")
+        out.append(Finding(f"{name}.consistency", "fail" if problems else "pass", "; ".join(problems) or
+                           f"{a['correct']} of {a['guesses']} guesses correct on {a['canaries']} canaries "
+                           f"({a['included']} included); claimed epsilon: {claimed} ({a['claimed_source']})"))
+        if recompute_audit is not None and not problems:
+            out.extend(recompute_audit(name, a))
+    return out
+
+
+def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mapping[str, Any], *,
+                      recompute_section: SectionRecompute | None) -> list[Finding]:
+    def f(check: str, ok: bool | None, message: str) -> Finding:
+        status: Status = "skip" if ok is None else ("pass" if ok else "fail")
+        return Finding(f"{name}.{check}", status, message)
+
+    try:
+        ledger = PrivacyLedger.from_json(g["ledger"], where=f"{name}.ledger")
+        components = [gaussian_components(e.event) for e in ledger]
+    except (LedgerError, UnsupportedMechanism) as e:
+        return [f("ledger.parse", False, f"{e} (other checks of this section skipped)")]
+    out = [f("ledger.parse", True, f"{len(ledger)} {ledger.kind} entries, rounds "
+                                   f"{format_rounds(ledger.rounds())}, adjacency {ledger.adjacency}")]
+    flat = [c for comps in components for c in comps]
+    mech, samp, comp, acc = g["mechanism"], g["sampling"], g["composition"], g["accounting"]
+
+    # -- ledger vs composition
+    problems = []
+    if comp["releases"] != len(ledger):
+        problems.append(f"composition.releases is {comp['releases']} but the ledger holds {len(ledger)} entries")
+    rounds = ledger.rounds()
+    if level == USER_LEVEL:
+        skipped = set(comp["rounds_without_release"])
+        expected = set(range(1, comp["rounds_run"] + 1)) - skipped
+        if not skipped <= set(range(1, comp["rounds_run"] + 1)):
+            problems.append(f"rounds_without_release {sorted(skipped)} are not all in 1..{comp['rounds_run']}")
+        if set(rounds) != expected:
+            missing, extra = sorted(expected - set(rounds)), sorted(set(rounds) - expected)
+            problems.append(f"{comp['rounds_run']} rounds run, {len(skipped)} without release, so releases are "
+                            f"expected in {len(expected)} rounds; ledger rounds missing: {missing or 'none'}, "
+                            f"unexpected: {extra or 'none'}")
+    else:
+        if len(rounds) != comp["rounds_run"]:
+            problems.append(f"composition.rounds_run is {comp['rounds_run']} but the ledger has entries in "
+                            f"{len(rounds)} rounds ({format_rounds(rounds)})")
+        steps = sum(c.count for c in flat)
+        if comp["local_steps"] != steps:
+            problems.append(f"composition.local_steps is {comp['local_steps']} but the ledger records {steps} steps")
+    out.append(f("ledger.rounds", not problems, "; ".join(problems) or
+                 f"{len(ledger)} releases in {len(rounds)} rounds, as composition declares"))
+
+    # -- metadata vs events
+    bad = []
+    for i, (entry, comps) in enumerate(zip(ledger, components, strict=True)):
+        meta = entry.metadata
+        if len(comps) != 1:
+            continue
+        z, q, count = comps[0]
+        for key, value in (("noise_multiplier", z), ("sample_rate", q), ("steps", count)):
+            if key == "steps" and level != RECORD_LEVEL:
+                continue
+            if key in meta and not _same(meta[key], value):
+                bad.append(f"entries[{i}] (round {entry.round}) metadata {key}={meta[key]!r}, event has {value!r}")
+    out.append(f("ledger.metadata", not bad, "; ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5
+                                                                    else "") or "metadata matches every event"))
+
+    # -- noise as configured
+    zs = sorted({c.noise_multiplier for c in flat})
+    ok = bool(zs) and all(math.isclose(z, mech["noise_multiplier"], rel_tol=1e-12) for z in zs)
+    out.append(f("mechanism.noise", ok, f"every release used z = {mech['noise_multiplier']}" if ok else
+                 f"mechanism.noise_multiplier is {mech['noise_multiplier']} but the ledger's releases used z in {zs}"))
+
+    # -- sampling as declared
+    qs = sorted({c.sample_rate for c in flat}, key=lambda q: -1.0 if q is None else q)
+    problems = []
+    if samp["method"] == "poisson":
+        if samp["sample_rate"] is None or samp["expected_sample_size"] is None:
+            problems.append("Poisson sampling declared without sample_rate and expected_sample_size")
+        elif not all(q is not None and math.isclose(q, samp["sample_rate"], rel_tol=1e-12) for q in qs):
+            problems.append(f"declared Poisson sampling at q = {samp['sample_rate']}, the ledger's events have "
+                            f"q in {qs} (None = no sampling)")
+        elif not math.isclose(samp["sample_rate"], samp["expected_sample_size"] / samp["population"], rel_tol=1e-6):
+            problems.append(f"q = {samp['sample_rate']} is not expected_sample_size / population = "
+                            f"{samp['expected_sample_size']} / {samp['population']}")
+    else:
+        if samp["sample_rate"] is not None:
+            problems.append(f"method 'none' declared with a sample_rate {samp['sample_rate']}")
+        if any(q is not None and q != 1.0 for q in qs):
+            problems.append(f"no amplification declared, but the ledger's events are sub-sampled at q in {qs}")
+    out.append(f("sampling.declared", not problems, "; ".join(problems) or
+                 f"{samp['method']} sampling as declared (q = {samp['sample_rate']}, N = {samp['population']})"))
+
+    # -- delta vs population
+    n, delta = samp["population"], acc["delta"]
+    who = "users" if level == USER_LEVEL else "example slots on the device"
+    out.append(f("delta.population", delta < 1 / n, f"delta {delta:g} {'<' if delta < 1 / n else '>='} 1/N = "
+                 f"{1 / n:.3g} (N = {n} {who})" + ("" if delta < 1 / n else
+                                                   ": a mechanism that publishes one unit's data can meet it")))
+
+    # -- plain-words statement
+    out.append(_statement_finding(f"{name}.statement", g["statement"] == guarantee_statement(level, g, scope)))
+
+    # -- versions (information only)
+    now = {lib: package_version(lib) for lib in acc["library_versions"] if lib != "python"}
+    diff = {lib: (v, now[lib]) for lib, v in acc["library_versions"].items() if lib in now and now[lib] != v}
+    out.append(f("versions", True, "recomputed with the same library versions") if not diff else
+               Finding(f"{name}.versions", "warn", "report made with " + ", ".join(
+                   f"{lib} {then}, recomputed with {cur}" for lib, (then, cur) in diff.items())))
+
+    if recompute_section is not None:
+        out.extend(recompute_section(name, ledger, g))
+    return out
+
+
+def _statement_finding(check: str, same: bool) -> Finding:
+    return Finding(check, "pass" if same else "fail",
+                   "the statement matches the report's fields" if same else
+                   "the plain-words statement does not match the report's fields (a figure was changed in one "
+                   "place and not the other)")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, bool) or not isinstance(a, int | float):
+        return False
+    return math.isclose(a, b, rel_tol=1e-12)
+
+
+def format_rounds(rounds: list[int]) -> str:
+    """Rounds for a message: "1..8" when consecutive, else the list; "none" when empty."""
+    if not rounds:
+        return "none"
+    return f"{rounds[0]}..{rounds[-1]}" if rounds == list(range(rounds[0], rounds[-1] + 1)) else str(rounds)
