@@ -1,6 +1,6 @@
 """`fedrec keys | register | server | client`: a deployed federation over Flower's deployment engine.
 
-Argument parsing and messages only; the work is in `fedrec.shared.tls`, `fedrec.shared.node_keys`,
+Argument parsing and messages only; the work is in `fedrec.shared.edge.tls`, `fedrec.shared.edge.node_keys`,
 `fedrec.server.launch` and `fedrec.client.launch` (imported inside each command so `fedrec --help` stays fast).
 See docs/deployment.md for the whole procedure across machines.
 """
@@ -44,7 +44,7 @@ def keys_tls(
     force: Annotated[bool, typer.Option(help="overwrite existing files")] = False,
 ) -> None:
     """A private CA and the SuperLink's TLS certificate. Give devices ca.crt only; keep ca.key offline."""
-    from fedrec.shared.tls import LOOPBACK_NAMES, KeyMaterialError, make_certificates
+    from fedrec.shared.edge.tls import LOOPBACK_NAMES, KeyMaterialError, make_certificates
 
     try:
         made = make_certificates(out, host or list(LOOPBACK_NAMES), days=days, overwrite=force)
@@ -65,8 +65,8 @@ def keys_node(
     force: Annotated[bool, typer.Option(help="overwrite existing files")] = False,
 ) -> None:
     """A device's SuperNode key pair (ECDSA P-384, OpenSSH format). Run it on the device; send only NAME.pub."""
-    from fedrec.shared.node_keys import make_node_key
-    from fedrec.shared.tls import KeyMaterialError
+    from fedrec.shared.edge.node_keys import make_node_key
+    from fedrec.shared.edge.tls import KeyMaterialError
 
     try:
         key = make_node_key(out, name, overwrite=force)
@@ -82,8 +82,8 @@ def keys_fingerprint(
     files: Annotated[list[Path], typer.Argument(help="node keys (.pub or private) or PEM certificates")],
 ) -> None:
     """Fingerprints to compare over another channel: `SHA256:...` for node keys, SHA-256 for certificates."""
-    from fedrec.shared.node_keys import node_fingerprint
-    from fedrec.shared.tls import KeyMaterialError, certificate_fingerprint, certificate_names, load_certificate
+    from fedrec.shared.edge.node_keys import node_fingerprint
+    from fedrec.shared.edge.tls import KeyMaterialError, certificate_fingerprint, certificate_names, load_certificate
 
     failed = False
     for f in files:
@@ -152,7 +152,7 @@ def server(
     from fedrec.server.launch import LaunchError, ServerPlan, serve
     from fedrec.shared.config import ConfigError
     from fedrec.shared.data.types import DataFormatError
-    from fedrec.shared.tls import KeyMaterialError
+    from fedrec.shared.edge.tls import KeyMaterialError
 
     _exit_on_sigterm()
     plan = ServerPlan(certs=certs, settings=_settings(data, nodes, rounds, clients_per_round, model, run_name, set_),
@@ -194,7 +194,7 @@ def client(
 ) -> None:
     """Run this device's SuperNode until stopped (Ctrl-C): it trains on DATA only when the server asks."""
     from fedrec.client.launch import ClientError, ClientPlan, run_device
-    from fedrec.shared.tls import KeyMaterialError
+    from fedrec.shared.edge.tls import KeyMaterialError
 
     _exit_on_sigterm()
     plan = ClientPlan(superlink=superlink, data=data, state_dir=state_dir, root_cert=root_cert, key=key, user=user,

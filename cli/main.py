@@ -183,7 +183,7 @@ def _print_summary(run: Path, seconds: float, example: Path) -> None:
                      f"{run / 'privacy-report.json'} --public-key {run / 'server-ed25519.pub'})")
     else:
         lines.append("privacy         none claimed (no DP options were on)")
-    if (run / "audit" / "results.json").is_file():  # fedrec.server.audit
+    if (run / "audit" / "results.json").is_file():  # fedrec.server.empirical_audit
         for a in json.loads((run / "audit" / "results.json").read_text())["audits"]:
             claimed = "none" if a["claimed_epsilon"] is None else f"{a['claimed_epsilon']:.4g}"
             lines.append(f"audit           {a['level']}: measured ε >= {a['epsilon_lower_bound']:.4g} "
@@ -210,8 +210,8 @@ def recommend(
     """Recommend artists for a listening history with the run's (or a device's last) global adapter, with reasons."""
     from fedrec.shared.data.load import load_history
     from fedrec.shared.data.types import DataFormatError
-    from fedrec.shared.recommend import load_trained
-    from fedrec.shared.recommend import recommend as rank
+    from fedrec.shared.model.recommend import load_trained
+    from fedrec.shared.model.recommend import recommend as rank
 
     if (run is None) == (state_dir is None):
         console.print("[red]error:[/red] give exactly one of --run RUN (a run directory) and --state-dir DIR "
@@ -220,7 +220,7 @@ def recommend(
     try:
         cfg, catalog, model = load_trained(run or state_dir)  # a device's state dir reads like a run dir
         if int8:
-            from fedrec.shared.quantize import quantize_int8
+            from fedrec.shared.model.quantize import quantize_int8
 
             q = quantize_int8(model)
             console.print(f"[dim]int8: {q.layers} Linear layers quantized ({q.engine} engine)[/dim]")

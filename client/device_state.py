@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.deployment import CATALOG_FILE
+from fedrec.shared.edge.catalog import CATALOG_FILE
 from fedrec.shared.io import atomic_write_bytes
 from fedrec.shared.privacy import PrivacyLedger
 from fedrec.shared.privacy.errors import LedgerError
@@ -66,8 +66,6 @@ NODE_DATA_PATH = "data-path"
 NODE_USER = "user"
 #: node_config key of an explicit device id (ledger subject, report device id); default: the key's fingerprint.
 NODE_DEVICE_ID = "device-id"
-#: message-config key with which the server proposes a root for simulated devices' state directories.
-PROPOSED_STATE_ROOT = "device-state-root"
 
 LEDGER = "record-ledger.json"
 KEY = "device-ed25519.pem"

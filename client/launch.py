@@ -28,9 +28,9 @@ from pathlib import Path
 import tomli_w
 
 from fedrec.client.device_state import NODE_DATA_PATH, NODE_DEVICE_ID, NODE_STATE_DIR, NODE_USER
-from fedrec.shared.node_keys import load_node_private_key, node_fingerprint
-from fedrec.shared.processes import ManagedProcess, free_port, tool, tool_env
-from fedrec.shared.tls import load_certificate
+from fedrec.shared.edge.node_keys import load_node_private_key, node_fingerprint
+from fedrec.shared.edge.processes import ManagedProcess, free_port, tool, tool_env
+from fedrec.shared.edge.tls import load_certificate
 
 #: node config key of the device's own record-level budget (`fedrec.client.client_app.NODE_EPSILON_MAX`).
 NODE_EPSILON_MAX = "record-epsilon-max"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from fedrec.client.device_state import DeviceState
 from fedrec.shared.config import RunConfig
-from fedrec.shared.dp_sgd import NOISE_RNG, OPACUS_ACCOUNTANTS, plan_round
 from fedrec.shared.io import atomic_write_text
 from fedrec.shared.privacy import PrivacyLedger
 from fedrec.shared.privacy.report import (
@@ -24,6 +23,7 @@ from fedrec.shared.privacy.report import (
     write_report,
 )
 from fedrec.shared.privacy.report.render import render_markdown
+from fedrec.shared.train.dp_sgd import NOISE_RNG, OPACUS_ACCOUNTANTS, plan_round
 
 #: What a DP device sends to the server outside the guarantee (plain metrics), for the report's trust notes.
 SENT_IN_THE_CLEAR = (

@@ -23,12 +23,12 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.dp_fedavg import clip_state
+from fedrec.shared.privacy.mechanisms import clip_update
+from fedrec.shared.protocol import State
 from fedrec.shared.secagg import wire
 from fedrec.shared.secagg.errors import SecAggProtocolError
 from fedrec.shared.secagg.protocol import SecAggClient
 from fedrec.shared.secagg.settings import flatten_state, round_encoding
-from fedrec.shared.wire import State
 
 STATE = "secagg"  # context.state key of this node's SecAggClient for the current round
 
@@ -54,7 +54,7 @@ def advertise(msg: Message, context: Context, cfg: RunConfig, delta: State, metr
         session, max_clients = wire.round_setup_from(msg.content)
         encoding = round_encoding(cfg, max_clients)
         dim = int(sum(v.size for v in delta.values()))
-        clipped, _ = clip_state(delta, clip_norm=encoding.input_clip_norm(dim))
+        clipped, _ = clip_update(delta, clip_norm=encoding.input_clip_norm(dim))
         client, keys = SecAggClient.start(session=session, encoded=encoding.encode(flatten_state(clipped)),
                                           ring_bits=encoding.ring_bits)
     except (KeyError, ValueError) as e:  # SecAggProtocolError and EncodingError are ValueErrors

@@ -40,7 +40,8 @@ import numpy as np
 
 from fedrec.shared.config import ConfigError, RunConfig
 from fedrec.shared.io import atomic_write_bytes, atomic_write_text
-from fedrec.shared.run_dir import read_config
+from fedrec.shared.privacy.ledger import PrivacyLedger
+from fedrec.shared.run_dir import read_config, write_adapter, write_rows
 
 State = dict[str, np.ndarray]
 
@@ -141,6 +142,19 @@ def load_checkpoint(run: Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
     return ckpt
+
+
+def publish(run: Path, ledger: PrivacyLedger | None, rounds: list[dict[str, Any]],
+            client_rows: list[dict[str, Any]], *, adapter: tuple[State, int] | None) -> None:
+    """The run's public outputs as of the last checkpoint: the user-level ledger, the adapter (if a round
+    released one), the round and client rows. Called only after `save_checkpoint`, never before."""
+    if ledger is not None and len(ledger):
+        ledger.save(run / "ledger-user.json")
+    if adapter is not None:
+        write_adapter(run, *adapter)
+    if rounds:
+        write_rows(run, "rounds", rounds)
+        write_rows(run, "clients", client_rows)
 
 
 def mark_finished(run: Path, *, rounds: int) -> None:

@@ -1,8 +1,8 @@
 """The server's side of a deployed run (`deployment-nodes` N > 0): population, public catalog, catalog handshake.
 
-A simulation's population is the data set's users, one node each (`fedrec.shared.federation_data`). A deployed
+A simulation's population is the data set's users, one node each (`fedrec.shared.data.federation`). A deployed
 run's population is N devices, each holding one user's history that the server never sees: `data` names only
-the public catalog (`fedrec.shared.deployment.load_public_catalog`), the server waits for N nodes, uses N as the
+the public catalog (`fedrec.shared.edge.catalog.load_public_catalog`), the server waits for N nodes, uses N as the
 population for DP accounting and sampling, and sends each node the catalog before round 1 (`start_deployment`).
 Every train and evaluate message then carries the catalog's hash (`message_config`), so a device holding
 another catalog refuses the round instead of training against the wrong items.
@@ -18,15 +18,10 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedrec.shared.config import RunConfig
+from fedrec.shared.data.federation import load_federation
 from fedrec.shared.data.types import Catalog, LoadSummary
-from fedrec.shared.deployment import (
-    CATALOG_SHA256,
-    QUERY_CATALOG,
-    catalog_bytes,
-    catalog_sha256,
-    load_public_catalog,
-)
-from fedrec.shared.federation_data import load_federation
+from fedrec.shared.edge.catalog import catalog_bytes, catalog_sha256, load_public_catalog
+from fedrec.shared.protocol import CATALOG_SHA256, QUERY_CATALOG
 
 log = logging.getLogger("fedrec.server")
 

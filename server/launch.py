@@ -39,8 +39,8 @@ from typing import Any
 import tomli_w
 
 from fedrec.shared.config import ConfigError, RunConfig, nest
-from fedrec.shared.processes import ManagedProcess, tool, tool_env, wait_for_port
-from fedrec.shared.tls import certificate_names, check_server_files, load_certificate
+from fedrec.shared.edge.processes import ManagedProcess, tool, tool_env, wait_for_port
+from fedrec.shared.edge.tls import certificate_names, check_server_files, load_certificate
 
 #: Name of the SuperLink connection fedrec writes into `$FLWR_HOME/config.toml`.
 CONNECTION = "fedrec"

@@ -1,6 +1,6 @@
 """Order the connected nodes by the partition (user) each holds, so sampling picks users, not random node ids.
 
-The handshake (`fedrec.shared.node_order`) asks every node once for its partition id. All nodes answering with
+The handshake (`fedrec.shared.edge.node_order`) asks every node once for its partition id. All nodes answering with
 distinct ids >= 0 (a simulation): nodes are ordered by partition, and a row's partition is recorded next to its
 node id. All answering -1 (a deployment, where devices have no partition): node-id order, as before. Anything
 else (a mix, duplicates, errors while some nodes do report a partition) is an error: a sampler over a silently
@@ -16,7 +16,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedrec.shared.node_order import PARTITION_METRIC, QUERY_PARTITION
+from fedrec.shared.protocol import PARTITION_METRIC, QUERY_PARTITION
 
 log = logging.getLogger("fedrec.server")
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedrec.server.central_dp import RNG_DESCRIPTION, UserLevelDP
+from fedrec.server.release import RNG_DESCRIPTION, DpFedAvgRelease
 from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.keys import load_or_create_private_key, save_public_key
 from fedrec.shared.privacy.report import (
@@ -71,7 +71,7 @@ def secure_aggregation_scope(cfg: RunConfig,
     return protocol, (ts[0] - 1 if ts else None), notes
 
 
-def write_run_report(run: Path, cfg: RunConfig, dp: UserLevelDP | None, *, rounds_run: int,
+def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, rounds_run: int,
                      record_epsilons: list[float], rounds_without_release: Sequence[int] = (),
                      secure_rounds: Sequence[Mapping[str, Any]] = (),
                      empirical_audit: Mapping[str, Any] | None = None) -> Path:

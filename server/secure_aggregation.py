@@ -1,6 +1,7 @@
 """The server's side of secure aggregation (SecAgg+): drives `SecAggServer` through Flower's Grid.
 
-`run_federation` uses one `SecureRound` per round:
+A round under secure aggregation collects through one `SecureCollector` (`server.round` calls it exactly as it
+calls the plain collector: `attach`, `add` per reply, `finish`), which runs one `SecureRound`:
 
 1. `attach` adds the round's setup (a fresh 16-byte session id, the number of clients asked) to the ordinary
    train messages; the clients train, clip, encode, keep their delta and answer with public keys (`read_keys`).
@@ -26,12 +27,13 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedrec.server.release import Aggregate
 from fedrec.shared.config import RunConfig
+from fedrec.shared.protocol import State
 from fedrec.shared.secagg import wire
 from fedrec.shared.secagg.errors import SecAggAborted
 from fedrec.shared.secagg.protocol import SESSION_BYTES, AdvertisedKeys, SecAggServer
 from fedrec.shared.secagg.settings import round_encoding, unflatten_state
-from fedrec.shared.wire import State
 
 log = logging.getLogger("fedrec.server")
 
@@ -172,3 +174,35 @@ class SecureRound:
         out.info[f"secagg_bytes_down_{key}"] = down
         out.info[f"secagg_bytes_up_{key}"] = up
         return parsed
+
+
+class SecureCollector:
+    """A round's contributions under secure aggregation: public keys per reply, then the survivors' exact sum.
+
+    The same entry points as `server.round.PlainCollector`; the server never holds an individual delta.
+    """
+
+    def __init__(self, cfg: RunConfig, server_round: int, sampled: list[int]) -> None:
+        self.round = SecureRound(cfg, server_round, max_clients=len(sampled))
+        self.advertised: dict[int, AdvertisedKeys] = {}
+        self.losses: list[float] = []  # no loss travels under secure aggregation
+        self.tokens = 0
+
+    def attach(self, messages: list[Message]) -> None:
+        """The round's session id and encoding go with the train messages."""
+        self.round.attach(messages)
+
+    def add(self, node: int, reply: Message, template: State) -> dict[str, Any]:
+        """The reply's public keys (the delta stays on the device until it is masked); KeyError/ValueError if bad."""
+        self.advertised[node] = self.round.read_keys(reply)
+        return {"bytes_up": 0, "status": "keys sent"}
+
+    def finish(self, grid: Grid, template: State) -> tuple[Aggregate, dict[str, Any], list[dict[str, Any]]]:
+        """Run the remaining SecAgg+ stages: the aggregate, the round row's secagg_* figures (and `failures`) and
+        one client row per node that took part in a secure stage."""
+        secured = self.round.run(grid, self.advertised, template)
+        survivors = len(secured.survivors)
+        info = {**secured.info, "failures": [f"node {n}: secure aggregation: dropped at {why}"
+                                             for n, why in secured.dropouts.items()]}
+        aggregate = Aggregate(secured.total, float(survivors), survivors, aborted=secured.aborted)
+        return aggregate, info, secured.client_rows(self.round.server_round)

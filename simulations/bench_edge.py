@@ -6,7 +6,7 @@
 Without `--run` it first trains an adapter with a short in-process federated run (5 rounds of 50 clients).
 Measures, each figure where it is cheapest to measure honestly:
 
-(a) NDCG@10 / HR@10 of the same adapter in float32 and in int8 (`fedrec.shared.quantize`) over every evaluated
+(a) NDCG@10 / HR@10 of the same adapter in float32 and in int8 (`fedrec.shared.model.quantize`) over every evaluated
     user's held-out item (the protocol of `bench_lastfm2k`: split seed 0, training items excluded), and how
     many of each user's top 10 the two share;
 (b, c) per-user recommendation latency (what `fedrec recommend` runs: tokenise, score the catalog, top-k,
@@ -62,7 +62,7 @@ def child_recommend(run: Path, histories: Path, int8: bool) -> dict:
     import torch
 
     from fedrec.shared.data.types import UserHistory
-    from fedrec.shared.recommend import load_trained, recommend
+    from fedrec.shared.model.recommend import load_trained, recommend
 
     t_import = time.time() - float(os.environ[SPAWNED])
     t1 = time.perf_counter()
@@ -70,7 +70,7 @@ def child_recommend(run: Path, histories: Path, int8: bool) -> dict:
     t_load = time.perf_counter() - t1
     t_quant = 0.0
     if int8:
-        from fedrec.shared.quantize import quantize_int8
+        from fedrec.shared.model.quantize import quantize_int8
 
         t2 = time.perf_counter()
         quantize_int8(model)
@@ -97,11 +97,11 @@ def child_train(run: Path, split_file: Path) -> dict:
 
     from fedrec.shared.config import RunConfig
     from fedrec.shared.data.split import UserSplit
-    from fedrec.shared.dp_sgd import new_record_ledger, plan_round, train_local_private
-    from fedrec.shared.model import trainable_state
+    from fedrec.shared.model.build import build_model, set_global_state
+    from fedrec.shared.model.recommender import trainable_state
+    from fedrec.shared.protocol import state_bytes
     from fedrec.shared.run_dir import ADAPTER, read_adapter, read_catalog, read_config
-    from fedrec.shared.training import build_model, set_global_state
-    from fedrec.shared.wire import state_bytes
+    from fedrec.shared.train.dp_sgd import new_record_ledger, plan_round, train_local_private
 
     t_import = time.time() - float(os.environ[SPAWNED])
     cfg = RunConfig.from_mapping({**read_config(run).to_flat(), "record_dp.enabled": True,
@@ -141,7 +141,7 @@ def _run_child(args: list[str]) -> dict:
 def evaluate(model, cfg: RunConfig, splits, catalog) -> tuple[dict[str, float], list[np.ndarray], float]:
     """Full-ranking metrics over every evaluated user; also each user's top 10 and the seconds it took."""
     from fedrec.shared.metrics import RankingMetrics, topk_excluding
-    from fedrec.shared.training import score_users
+    from fedrec.shared.model.scoring import score_users
 
     evaluated = [s for s in splits if s.evaluated]
     total = RankingMetrics(num_items=len(catalog))
@@ -300,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data directory {args.data} not found (HetRec Last.fm-2K is not shipped with fedrec)", file=sys.stderr)
         return 2
     from fedrec.shared.config import RunConfig
-    from fedrec.shared.federation_data import load_federation
-    from fedrec.shared.recommend import load_trained
+    from fedrec.shared.data.federation import load_federation
+    from fedrec.shared.model.recommend import load_trained
     from fedrec.shared.run_dir import read_config
 
     skip = set(filter(None, args.skip.split(",")))
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print("secagg", res["secagg"], flush=True)
 
     if "quality" not in skip:
-        from fedrec.shared.quantize import quantize_int8
+        from fedrec.shared.model.quantize import quantize_int8
 
         _, catalog, model = load_trained(run)
         fp32, top_fp32, s_fp32 = evaluate(model, cfg, fed.splits, catalog)

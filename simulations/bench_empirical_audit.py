@@ -4,7 +4,7 @@
         [--clients-per-round 50] [--canaries 1000] [--canary-clients 200] [--record-eps 1,4,8,none]
         [--user-eps 1,4,8,none] [--engine ray|inprocess] [--baseline] [--out simulations/results/empirical_audit.md]
 
-One federated run per setting, each with the audit inside it (`fedrec.server.audit`):
+One federated run per setting, each with the audit inside it (`fedrec.server.empirical_audit`):
 
 * record-level, target eps in --record-eps: on-device DP-SGD (record-dp) with `record-target-epsilon` = eps over
   `record-target-rounds` = ceil(rounds * clients per round / users) rounds (a device's expected participation; the
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.federation_data import load_federation
+from fedrec.shared.data.federation import load_federation
 from fedrec.simulations.bench_lastfm2k import DEFAULT_DATA, machine
 
 OUT = Path(__file__).parent / "results" / "empirical_audit.md"

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.federation_data import load_federation
-from fedrec.shared.training import build_model, prepare_for_scoring, train_central
+from fedrec.shared.data.federation import load_federation
+from fedrec.shared.model.build import build_model
+from fedrec.shared.model.scoring import prepare_for_scoring
+from fedrec.shared.train.local import train_central
 from fedrec.simulations.bench_lastfm2k import DEFAULT_DATA, evaluate_model, machine
 
 

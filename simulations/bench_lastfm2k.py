@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.federation_data import load_federation
+from fedrec.shared.data.federation import load_federation
 from fedrec.shared.metrics import RankingMetrics
-from fedrec.shared.model import trainable_state
-from fedrec.shared.training import build_model, score_users, set_global_state, train_central
+from fedrec.shared.model.build import build_model, set_global_state
+from fedrec.shared.model.recommender import trainable_state
+from fedrec.shared.model.scoring import score_users
+from fedrec.shared.train.local import train_central
 from fedrec.simulations.baselines import als_scorer, bpr_scorer, evaluate_scorer, popularity_scorer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hetrec2011-lastfm-2k"

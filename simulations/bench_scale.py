@@ -52,10 +52,11 @@ def _bare_worker(settings: dict[str, Any], users: list[int], threads: int,
     import numpy as np
     import torch
 
-    from fedrec.shared.dp_sgd import plan_round, poisson_sample
-    from fedrec.shared.examples import bucket_of, draw_examples, make_batch
-    from fedrec.shared.federation_data import load_federation
-    from fedrec.shared.training import build_model, example_loss, make_optimizer
+    from fedrec.shared.data.federation import load_federation
+    from fedrec.shared.model.build import build_model
+    from fedrec.shared.train.dp_sgd import plan_round, poisson_sample
+    from fedrec.shared.train.examples import bucket_of, draw_examples, make_batch
+    from fedrec.shared.train.local import example_loss, make_optimizer
 
     torch.set_num_threads(threads)
     cfg = RunConfig.from_mapping(settings, source="bench settings")
@@ -320,7 +321,7 @@ def main(
     out: Annotated[Path, typer.Option()] = Path("simulations/results/scale.md"),
 ) -> None:
     """Measure the federation against the bare-loop floor; write `out` and `out` with .json."""
-    from fedrec.shared.federation_data import load_federation
+    from fedrec.shared.data.federation import load_federation
     from fedrec.simulations.simulate import simulate
 
     workers = workers or os.cpu_count() or 1

@@ -83,7 +83,7 @@ def simulate(cfg: RunConfig | None, on_event: Event | None = None, num_cpus: int
 
     from fedrec.client.client_app import app as client_app
     from fedrec.server.server_app import make_server_app
-    from fedrec.shared.federation_data import load_federation
+    from fedrec.shared.data.federation import load_federation
     from fedrec.simulations import message_pump
 
     population = len(load_federation(cfg).splits) + cfg.audit.canary_clients  # users + audit canary clients
@@ -112,7 +112,7 @@ def simulate_inprocess(cfg: RunConfig, on_event: Event | None = None, resume: Pa
     """The federation in this process: `run_federation` over an `InProcessGrid` of one node per user."""
     from fedrec.client.client_app import app as client_app
     from fedrec.server.federation import run_federation
-    from fedrec.shared.federation_data import load_federation
+    from fedrec.shared.data.federation import load_federation
     from fedrec.simulations.inprocess import InProcessGrid
 
     grid = InProcessGrid(client_app, len(load_federation(cfg).splits) + cfg.audit.canary_clients)

@@ -28,7 +28,7 @@ def _isolated_fedrec_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     """The directory of the bundled all-MiniLM-L6-v2."""
-    from fedrec.shared.backbone import resolve_model_path
+    from fedrec.shared.model.backbone import resolve_model_path
 
     return resolve_model_path("minilm")
 

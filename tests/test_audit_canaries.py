@@ -12,9 +12,11 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, Metadata, Reco
 
 from fedrec.client.client_app import evaluate as client_evaluate
 from fedrec.client.client_app import train as client_train
-from fedrec.shared.audit import (
-    AUDIT_KEY,
-    CANARY_METRIC,
+from fedrec.shared.config import ConfigError, RunConfig
+from fedrec.shared.data.federation import load_federation
+from fedrec.shared.model.build import build_model, set_global_state
+from fedrec.shared.model.recommender import trainable_state
+from fedrec.shared.privacy.canaries import (
     AuditInstructions,
     RecordCanary,
     canary_client_index,
@@ -24,13 +26,10 @@ from fedrec.shared.audit import (
     draw_record_canaries,
     record_slots,
 )
-from fedrec.shared.config import ConfigError, RunConfig
-from fedrec.shared.dp_fedavg import l2_norm
-from fedrec.shared.dp_sgd import new_record_ledger, plan_round, train_local_private
-from fedrec.shared.federation_data import load_federation
-from fedrec.shared.model import trainable_state
-from fedrec.shared.training import build_model, set_global_state, train_local
-from fedrec.shared.wire import record_to_state, state_to_record
+from fedrec.shared.privacy.mechanisms import l2_norm
+from fedrec.shared.protocol import AUDIT_KEY, CANARY_METRIC, record_to_state, state_to_record
+from fedrec.shared.train.dp_sgd import new_record_ledger, plan_round, train_local_private
+from fedrec.shared.train.local import train_local
 
 CFG = RunConfig.from_mapping({"data.source": "synthetic:users=20,items=50,seed=0", "model.lora_rank": 4,
                               "model.history_tokens": 32, "model.item_tokens": 16, "train.examples_per_user": 8,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedrec.shared.backbone import Backbone, find_lora_targets, load_backbone, resolve_model_path
+from fedrec.shared.model.backbone import Backbone, find_lora_targets, load_backbone, resolve_model_path
 
 TEXTS = ["Listening history: Alpha (rock), Beta (jazz), Gamma (pop), Delta (metal)", "Listening history: Alpha", "a b"]
 

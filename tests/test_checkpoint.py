@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrec.server.central_dp import UserLevelDP
 from fedrec.server.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -20,11 +19,35 @@ from fedrec.server.checkpoint import (
     save_checkpoint,
     state_path,
 )
+from fedrec.server.release import Aggregate, DpFedAvgRelease
+from fedrec.server.sampling import Sampler
 from fedrec.shared.config import RunConfig
 from fedrec.shared.run_dir import write_config
 
 
-def _checkpoint(dp: UserLevelDP | None = None) -> Checkpoint:
+class _UserDp:
+    """The run's secret user-level state as `server.federation` keeps it: the secret sampler and the release."""
+
+    def __init__(self, cfg: RunConfig, population: int) -> None:
+        self.sampler = Sampler(cfg, population, secret=True)
+        self.release = DpFedAvgRelease(cfg, population, sample_rate=self.sampler.sample_rate,
+                                       poisson=self.sampler.poisson)
+
+    def secret_state(self) -> dict:
+        return {**self.release.secret_state(), "sampler": self.sampler.secret_state()}
+
+    def restore(self, state: dict) -> None:
+        self.release.restore(state, where="test")
+        self.sampler.restore(state["sampler"], where="test")
+
+    def step(self, nodes: list[int], server_round: int) -> tuple[list[int], dict]:
+        sampled = self.sampler.sample(nodes, server_round)
+        out = self.release.release(Aggregate({"w": np.ones(4)}, 1.0, 1), {"w": np.zeros(4)}, sampled=1,
+                                   server_round=server_round)
+        return sampled, out
+
+
+def _checkpoint(dp: _UserDp | None = None) -> Checkpoint:
     rng = np.random.default_rng(0)
     return Checkpoint(round=2, global_state={"a.weight": rng.normal(size=(3, 4)).astype(np.float32),
                                              "b": np.zeros(5, np.float32)},
@@ -37,7 +60,7 @@ def _checkpoint(dp: UserLevelDP | None = None) -> Checkpoint:
 
 
 def test_round_trip_is_exact_and_the_file_is_private(tmp_path: Path) -> None:
-    dp = UserLevelDP(RunConfig.from_mapping({"user_dp.enabled": True, "run.client_sampling": "poisson"}), population=20)
+    dp = _UserDp(RunConfig.from_mapping({"user_dp.enabled": True, "run.client_sampling": "poisson"}), population=20)
     saved = _checkpoint(dp)
     save_checkpoint(tmp_path, saved)
     back = load_checkpoint(tmp_path)
@@ -58,16 +81,14 @@ def test_restored_generators_continue_exactly(tmp_path: Path) -> None:
     cfg = RunConfig.from_mapping({"user_dp.enabled": True, "run.client_sampling": "poisson",
                                   "run.clients_per_round": 5})
     nodes = list(range(20))
-    original = UserLevelDP(cfg, population=20)
-    original.sample(nodes)
-    original.release([{"w": np.ones(4)}], {"w": np.zeros(4)}, sampled=1, server_round=1)
+    original = _UserDp(cfg, population=20)
+    original.step(nodes, 1)
     save_checkpoint(tmp_path, _checkpoint(original))
-    resumed = UserLevelDP(cfg, population=20)  # fresh secrets, then the checkpoint's state
-    resumed.restore(load_checkpoint(tmp_path).user_dp or {}, where="test")
-    assert resumed.ledger == original.ledger and resumed.ledger.rounds() == [1]
-    assert resumed.sample(nodes) == original.sample(nodes)
-    a = resumed.release([{"w": np.ones(4)}], {"w": np.zeros(4)}, sampled=1, server_round=2)
-    b = original.release([{"w": np.ones(4)}], {"w": np.zeros(4)}, sampled=1, server_round=2)
+    resumed = _UserDp(cfg, population=20)  # fresh secrets, then the checkpoint's state
+    resumed.restore(load_checkpoint(tmp_path).user_dp or {})
+    assert resumed.release.ledger == original.release.ledger and resumed.release.ledger.rounds() == [1]
+    (sampled_a, a), (sampled_b, b) = resumed.step(nodes, 2), original.step(nodes, 2)
+    assert sampled_a == sampled_b
     np.testing.assert_array_equal(a["w"], b["w"])
 
 

@@ -48,7 +48,7 @@ def test_recommend_prints_bracketed_artist_names(sim_run, tmp_path, monkeypatch)
     """Last.fm has an artist called "[unknown]": rich markup must not swallow it (it printed an empty cell)."""
     from types import SimpleNamespace
 
-    import fedrec.shared.recommend as recommend_module
+    import fedrec.shared.model.recommend as recommend_module
 
     _, run = sim_run
     catalog = json.loads((run / "catalog.json").read_text())

@@ -18,17 +18,17 @@ from fedrec.cli.main import app as cli
 from fedrec.client import client_app
 from fedrec.client.device_state import DeviceState
 from fedrec.server.deployment import start_deployment
-from fedrec.server.federation import _messages, run_federation
+from fedrec.server.federation import messages, run_federation
 from fedrec.server.secure_aggregation import SecureRound
 from fedrec.shared.config import ConfigError, RunConfig
 from fedrec.shared.data.synthetic import make_synthetic
 from fedrec.shared.data.types import Catalog, UserHistory
-from fedrec.shared.model import trainable_state
+from fedrec.shared.model.build import build_model
+from fedrec.shared.model.recommender import trainable_state
 from fedrec.shared.privacy.keys import fingerprint, load_private_key
 from fedrec.shared.privacy.ledger import PrivacyLedger
+from fedrec.shared.protocol import record_to_state
 from fedrec.shared.run_dir import read_adapter, write_catalog
-from fedrec.shared.training import build_model
-from fedrec.shared.wire import record_to_state
 from fedrec.simulations.inprocess import InProcessGrid
 
 runner = CliRunner()
@@ -128,7 +128,7 @@ def _train_message(cfg: RunConfig, catalog: Catalog, grid: InProcessGrid, run: P
                    ) -> Message:
     """Round 1's train message for node 1, as the server builds it (with a SecAgg+ setup when `cfg` has it)."""
     state = {k: v.numpy().copy() for k, v in trainable_state(build_model(cfg, catalog, cached=False)).items()}
-    [msg] = _messages(grid, [1], MessageType.TRAIN, state, cfg, 1, run)
+    [msg] = messages(MessageType.TRAIN, [1], state, cfg, 1, run)
     if cfg.secagg.enabled:
         secure = SecureRound(cfg, 1, max_clients=1)
         secure.session = bytes([session_seed or 0]) * 16  # a chosen session, so a re-delivery can repeat it
@@ -254,7 +254,7 @@ def test_audit_role_query_answers_for_simulated_and_deployed_nodes(world: dict, 
     """The query handler dispatches on what is asked: a deployed device is never an audit canary client."""
     from flwr.app import ConfigRecord, RecordDict
 
-    from fedrec.shared.audit import QUERY_CANARY_CLIENTS, ROLE_METRIC
+    from fedrec.shared.protocol import QUERY_CANARY_CLIENTS, ROLE_METRIC
 
     def roles(grid: InProcessGrid, n: int) -> list[int]:
         asks = [Message(RecordDict({"config": ConfigRecord({QUERY_CANARY_CLIENTS: 1})}), dst_node_id=i + 1,

@@ -9,7 +9,7 @@ import pytest
 
 from fedrec.shared.data.synthetic import make_synthetic
 from fedrec.shared.data.types import DataFormatError
-from fedrec.shared.deployment import catalog_bytes, catalog_from_bytes, catalog_sha256, load_public_catalog
+from fedrec.shared.edge.catalog import catalog_bytes, catalog_from_bytes, catalog_sha256, load_public_catalog
 from fedrec.shared.run_dir import write_catalog
 
 

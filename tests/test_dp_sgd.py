@@ -16,33 +16,23 @@ from flwr.common import MessageType
 from opacus import GradSampleModule
 from opacus.accountants import RDPAccountant
 
-import fedrec.shared.dp_sgd as dp_sgd
-from fedrec.client.client_app import (
-    PRIVACY_STATE,
-    RECORD_LEDGER_KEY,
-    load_record_ledger,
-    save_record_ledger,
-)
+import fedrec.shared.train.dp_sgd as dp_sgd
 from fedrec.client.client_app import train as client_train
 from fedrec.client.device_state import resolve_state_dir
+from fedrec.client.record_dp import PRIVACY_STATE, RECORD_LEDGER_KEY, load_record_ledger, save_record_ledger
 from fedrec.shared.config import ConfigError, RunConfig
+from fedrec.shared.data.federation import load_federation
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
-from fedrec.shared.dp_sgd import (
-    DpSgdError,
-    new_record_ledger,
-    plan_round,
-    record_epsilon,
-    train_local_private,
-)
-from fedrec.shared.examples import draw_examples, make_batch
-from fedrec.shared.federation_data import load_federation
-from fedrec.shared.model import Recommender, load_trainable_state, trainable_state
+from fedrec.shared.model.build import build_model
+from fedrec.shared.model.recommender import Recommender, load_trainable_state, trainable_state
 from fedrec.shared.privacy import PrivacyLedger, make_accountant
 from fedrec.shared.privacy.keys import load_public_key
 from fedrec.shared.privacy.report import has_failures, read_report, verify_report_file
-from fedrec.shared.training import build_model, example_loss, make_optimizer
-from fedrec.shared.wire import state_to_record
+from fedrec.shared.protocol import state_to_record
+from fedrec.shared.train.dp_sgd import DpSgdError, new_record_ledger, plan_round, record_epsilon, train_local_private
+from fedrec.shared.train.examples import draw_examples, make_batch
+from fedrec.shared.train.local import example_loss, make_optimizer
 
 # The tiny_data catalog (synthetic users=20, items=50, seed=0), a small adapter and short prompts; 8 buckets and an
 # expected batch of 2, so q = 2/n and a round is a few steps of about 2 examples. RDP keeps the accounting fast.

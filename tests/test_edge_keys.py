@@ -33,9 +33,9 @@ from fedrec.server.launch import (
     write_run_config,
 )
 from fedrec.shared.config import ConfigError, RunConfig
-from fedrec.shared.node_keys import load_node_private_key, make_node_key, node_fingerprint
-from fedrec.shared.processes import stop_tree
-from fedrec.shared.tls import (
+from fedrec.shared.edge.node_keys import load_node_private_key, make_node_key, node_fingerprint
+from fedrec.shared.edge.processes import stop_tree
+from fedrec.shared.edge.tls import (
     CA_CERT,
     SERVER_CERT,
     SERVER_KEY,

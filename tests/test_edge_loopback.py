@@ -28,13 +28,13 @@ from typer.testing import CliRunner
 from fedrec.cli.main import app as cli
 from fedrec.server.launch import list_nodes
 from fedrec.shared.data.synthetic import make_synthetic
-from fedrec.shared.model import trainable_state
-from fedrec.shared.node_keys import make_node_key
+from fedrec.shared.edge.node_keys import make_node_key
+from fedrec.shared.edge.processes import free_port, stop_tree
+from fedrec.shared.edge.tls import make_certificates
+from fedrec.shared.model.build import build_model
+from fedrec.shared.model.recommender import trainable_state
 from fedrec.shared.privacy.ledger import PrivacyLedger
-from fedrec.shared.processes import free_port, stop_tree
 from fedrec.shared.run_dir import read_adapter, read_catalog, read_config, write_catalog
-from fedrec.shared.tls import make_certificates
-from fedrec.shared.training import build_model
 
 FEDREC = Path(sys.executable).parent / "fedrec"
 pytestmark = [pytest.mark.slow,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from fedrec.cli.main import app
 from fedrec.shared.config import RunConfig
-from fedrec.shared.federation_data import load_federation
+from fedrec.shared.data.federation import load_federation
 from fedrec.simulations.simulate import simulate
 
 runner = CliRunner()

@@ -7,14 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fedrec.shared.metrics import (
-    RankingMetrics,
-    hit_at_k,
-    ndcg_at_k,
-    rank_of,
-    sampled_rank,
-    topk_excluding,
-)
+from fedrec.shared.metrics import RankingMetrics, hit_at_k, ndcg_at_k, rank_of, sampled_rank, topk_excluding
 
 EMPTY = np.array([], dtype=np.int64)
 

@@ -10,13 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedrec.shared.backbone import load_backbone
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
-from fedrec.shared.examples import draw_examples, make_batch, prompt_text, tokenize
-from fedrec.shared.model import Recommender, catalog_texts, load_trainable_state, trainable_state
-from fedrec.shared.training import NEG_INF, build_model, example_loss, prepare_for_scoring, train_local
+from fedrec.shared.model.backbone import load_backbone
+from fedrec.shared.model.build import build_model
+from fedrec.shared.model.catalog_table import catalog_texts
+from fedrec.shared.model.recommender import Recommender, load_trainable_state, trainable_state
+from fedrec.shared.model.scoring import NEG_INF, prepare_for_scoring
+from fedrec.shared.train.examples import draw_examples, make_batch, prompt_text, tokenize
+from fedrec.shared.train.local import example_loss, train_local
 
 TRAINABLE_NAME = re.compile(r"(\.lora_[AB]\.default\.weight$)|(^head\.weight$)|(^item_bias\.weight$)")
 BASE_PREFIX = "encoder.base_model.model."
@@ -251,14 +254,14 @@ def test_shared_lora_scoring_table_matches_training_item_tower(eval_model, tiny_
 def test_shared_lora_catalog_is_encoded_once_per_adapter(eval_model, tiny_data, monkeypatch) -> None:
     """Evaluating many users with one global adapter encodes the catalog once, and again only when it changes."""
     # Prepare
-    import fedrec.shared.training as training
+    import fedrec.shared.model.scoring as scoring
 
     catalog, _ = tiny_data
     cfg = RunConfig.from_mapping({"model.item_tower": "shared-lora"})
     frozen_table = eval_model.catalog.clone()
     calls = []
-    real = training.encode_texts
-    monkeypatch.setattr(training, "encode_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = scoring.encode_texts
+    monkeypatch.setattr(scoring, "encode_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
     lora = next(p for n, p in eval_model.named_parameters() if p.requires_grad and "lora_B" in n)
     try:
         # Execute: three users with the same adapter, then a changed adapter

@@ -8,9 +8,10 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrec.client.client_app import app as fedrec_client_app
-from fedrec.server.audit import AuditError, canary_roles
+from fedrec.server.empirical_audit import AuditError, canary_roles
 from fedrec.server.node_order import NodeOrder, NodeOrderError, order_nodes
-from fedrec.shared.node_order import PARTITION_METRIC, partition_of
+from fedrec.shared.edge.node_order import partition_of
+from fedrec.shared.protocol import PARTITION_METRIC
 from fedrec.simulations.inprocess import InProcessGrid
 
 

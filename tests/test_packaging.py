@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = [
     "fedrec/server/server_app.py",
     "fedrec/client/client_app.py",
-    "fedrec/shared/model.py",
+    "fedrec/shared/model/recommender.py",
+    "fedrec/shared/config/presets/quick.toml",
     "fedrec/shared/data/hetrec.py",
     "fedrec/simulations/simulate.py",
 ]

@@ -1,4 +1,4 @@
-"""Int8 on-device inference (`fedrec.shared.quantize`): LoRA merged exactly, layers really int8, ranking kept.
+"""Int8 on-device inference (`fedrec.shared.model.quantize`): LoRA merged exactly, layers really int8, ranking kept.
 
 The closeness bounds are loose structural ones (rank correlation, top-10 overlap on a 50-item catalog); the
 measured NDCG@10 change on Last.fm-2K lives in simulations/results/edge.md.
@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from fedrec.shared import quantize as q
 from fedrec.shared.config import RunConfig
-from fedrec.shared.model import Recommender, trainable_state
-from fedrec.shared.training import build_model, score_users
+from fedrec.shared.model.build import build_model
+from fedrec.shared.model.recommender import Recommender, trainable_state
+from fedrec.shared.model.scoring import score_users
 
 
 def _with_random_adapter(model: Recommender, seed: int = 0) -> Recommender:

@@ -164,10 +164,10 @@ def test_simulation_attaches_to_a_loopback_ray_head(tiny_llama_dir, tmp_path):
     """`fedrec simulate --ray-address` on a 2-CPU loopback head: both rounds aggregate updates, the adapter
     moves, devices' ledgers are written (record DP, so the shared state-root check ran), and the run used the
     head (its session logs hold exactly two drivers: the node probe and Flower's run). No process is left."""
-    from fedrec.shared.federation_data import load_federation
-    from fedrec.shared.model import trainable_state
+    from fedrec.shared.data.federation import load_federation
+    from fedrec.shared.model.build import build_model
+    from fedrec.shared.model.recommender import trainable_state
     from fedrec.shared.run_dir import read_adapter, read_config
-    from fedrec.shared.training import build_model
 
     temp_dir = Path(tempfile.mkdtemp(prefix="fedrec-ray-"))  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, **LOOPBACK_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "250"}

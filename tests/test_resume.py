@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 import fedrec.server.federation as federation
 from fedrec.cli.main import app
-from fedrec.server.central_dp import UserLevelDP
 from fedrec.server.checkpoint import load_checkpoint, state_path
+from fedrec.server.sampling import Sampler
 from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.ledger import PrivacyLedger
 from fedrec.simulations.simulate import simulate
@@ -99,14 +99,14 @@ def test_a_crash_after_the_checkpoint_republishes_and_releases_once(tiny_llama_d
     """Killed between round 2's checkpoint and its public files: resume publishes round 2 from the checkpoint
     (no second release), keeps the audit's secret draw and the devices' record-level ledgers (one entry per round
     trained), and a finished run refuses a second resume."""
-    real_publish = federation._publish
+    real_publish = federation.publish
 
-    def crash_publishing_round_2(run, dp, rounds, client_rows, *, adapter):
+    def crash_publishing_round_2(run, ledger, rounds, client_rows, *, adapter):
         if len(rounds) == 2:
             raise KeyboardInterrupt("killed before publishing round 2")
-        return real_publish(run, dp, rounds, client_rows, adapter=adapter)
+        return real_publish(run, ledger, rounds, client_rows, adapter=adapter)
 
-    monkeypatch.setattr(federation, "_publish", crash_publishing_round_2)
+    monkeypatch.setattr(federation, "publish", crash_publishing_round_2)
     cfg = _cfg(tiny_llama_dir, tmp_path, "after", {"audit.canary_clients": 2, "record_dp.enabled": True,
                                                  "record_dp.delta": 1e-3, "record_dp.accountant": "rdp"})
     with pytest.raises(KeyboardInterrupt):
@@ -138,7 +138,8 @@ def test_a_crash_after_the_checkpoint_republishes_and_releases_once(tiny_llama_d
 DRIVER = """
 import json, random, sys, time
 from pathlib import Path
-import fedrec.server.central_dp as central_dp
+import fedrec.server.release as release
+import fedrec.server.sampling as sampling
 from fedrec.shared.config import RunConfig
 from fedrec.simulations.inprocess import InProcessGrid
 from fedrec.simulations.simulate import simulate
@@ -152,7 +153,7 @@ class FixedSecrets:  # the same "secret" seeds in the reference run and in the k
     def randbits(self, k):
         return self._r.getrandbits(k)
 
-central_dp.secrets = FixedSecrets(seed)
+sampling.secrets = release.secrets = FixedSecrets(seed)  # one stream, drawn in the same order
 real = InProcessGrid.send_and_receive
 
 def paused(self, messages, *, timeout=None):
@@ -241,9 +242,9 @@ def test_a_run_resumes_on_the_ray_engine_by_partition(tiny_llama_dir, tmp_path, 
         simulate(cfg, engine="inprocess")
     monkeypatch.undo()
     run = tmp_path / "ray"
-    sampler = UserLevelDP(cfg, population=8)
-    sampler.restore(load_checkpoint(run).user_dp or {}, where="test")
-    expected_round_2 = sampler.sample(list(range(8)))  # partitions 0..7, in order
+    sampler = Sampler(cfg, population=8, secret=True)
+    sampler.restore((load_checkpoint(run).user_dp or {})["sampler"], where="test")
+    expected_round_2 = sampler.sample(list(range(8)), 2)  # partitions 0..7, in order
 
     assert simulate(None, engine="ray", num_cpus=2, resume=run) == run
     assert _rounds(run) == [1, 2] and PrivacyLedger.load(run / "ledger-user.json").rounds() == [1, 2]

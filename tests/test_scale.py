@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.federation_data import load_federation
+from fedrec.shared.data.federation import load_federation
 from fedrec.simulations.simulate import simulate
 
 
@@ -33,13 +33,13 @@ def test_a_process_loads_data_backbone_and_catalog_table_once(tmp_path: Path, mo
                                                              tiny_llama_dir: Path) -> None:
     """3 rounds x 4 clients + evaluations in one process: one data load, one backbone load, one table encoding."""
     # Prepare: settings no other test uses, so no per-process cache is warm
-    import fedrec.shared.federation_data as federation_data
-    import fedrec.shared.training as training
+    import fedrec.shared.data.federation as federation_data
+    import fedrec.shared.model.build as build
 
     calls: list[str] = []
     _counting(monkeypatch, federation_data, "load_dataset", calls)
-    _counting(monkeypatch, training, "load_backbone", calls)
-    _counting(monkeypatch, training, "catalog_embeddings", calls)
+    _counting(monkeypatch, build, "load_backbone", calls)
+    _counting(monkeypatch, build, "catalog_embeddings", calls)
     cfg = RunConfig.from_mapping({"data.source": "synthetic:users=10,items=30,seed=77",
                                   "model.name": str(tiny_llama_dir), "model.lora_rank": 3, "run.rounds": 3,
                                   "run.clients_per_round": 4, "eval.every": 1, "run.dir": str(tmp_path)})

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from fedrec.shared.federation_data import load_federation
-from fedrec.shared.model import trainable_state
+from fedrec.shared.data.federation import load_federation
+from fedrec.shared.model.build import build_model
+from fedrec.shared.model.recommender import trainable_state
 from fedrec.shared.run_dir import read_adapter
-from fedrec.shared.training import build_model
 
 
 def random_ndcg(num_items: int, num_train: int, k: int = 10) -> float:

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrec.server.aggregate import apply_update, weighted_mean
+from fedrec.server.release import apply_update, weighted_mean
 from fedrec.shared.config import RunConfig
 from fedrec.shared.metrics import RankingMetrics
-from fedrec.shared.model import Recommender, load_trainable_state, trainable_state
-from fedrec.shared.run_dir import ADAPTER, read_adapter, write_adapter
-from fedrec.shared.training import build_model, score_users
-from fedrec.shared.wire import (
+from fedrec.shared.model.build import build_model
+from fedrec.shared.model.recommender import Recommender, load_trainable_state, trainable_state
+from fedrec.shared.model.scoring import score_users
+from fedrec.shared.protocol import (
     State,
     check_delta,
     metrics_to_record,
@@ -23,6 +23,7 @@ from fedrec.shared.wire import (
     state_to_record,
     subtract,
 )
+from fedrec.shared.run_dir import ADAPTER, read_adapter, write_adapter
 
 
 def _assert_bit_exact(a: State, b: State) -> None:

@@ -20,13 +20,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from fedrec.shared.data._io import (
-    CatalogBuilder,
-    HistoryBuilder,
-    Parsed,
-    read_lines,
-    timestamp_value,
-)
+from fedrec.shared.data._io import CatalogBuilder, HistoryBuilder, Parsed, read_lines, timestamp_value
 from fedrec.shared.data.types import DataFormatError, Dataset, LoadSummary
 
 SKIP_NO_ARTIST = "no artist name and no artist MBID"

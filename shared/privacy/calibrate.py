@@ -6,7 +6,7 @@ the whole planned composition (several rounds), not one training run. The search
 of a fixed composition falls as z grows. The result errs on the private side (epsilon(z) <= target) and is
 within 1% of the smallest such z.
 
-`fedrec.shared.noise.resolve_noise(cfg, population)` turns `record-target-epsilon` / `user-target-epsilon`
+`fedrec.server.calibration.resolve_noise(cfg, population)` turns `record-target-epsilon` / `user-target-epsilon`
 settings into the noise multipliers the rest of the code uses, before anything is trained; the target and its planned
 composition stay in the config, so a report reader can see how z was chosen.
 """
@@ -21,6 +21,11 @@ from fedrec.shared.privacy.accountants import make_accountant
 from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event
 
 Z_MIN, Z_MAX = 0.1, 500.0
+
+
+def default_user_delta(population: int) -> float:
+    """User-level delta = 1 / N^1.1: below 1/N, so the guarantee cannot be met by leaking one whole user."""
+    return 1.0 / population**1.1
 
 
 def calibrate_noise(plan: Callable[[float], list[dp_event.DpEvent]], *, target_epsilon: float, delta: float,

@@ -1,6 +1,6 @@
 """Empirical privacy: an epsilon *measured* on canaries in the same training run, beside the claimed upper bound.
 
-Pure functions (numpy and scipy only); `fedrec.server.audit` runs them on a simulation's canaries and the run
+Pure functions (numpy and scipy only); `fedrec.server.empirical_audit` runs them on a simulation's canaries and the run
 report carries the result (`empirical_audit`). Two methods:
 
 **One-run lower bound** (Steinke, Nasr & Jagielski, "Privacy Auditing with One (1) Training Run", NeurIPS 2023,

@@ -1,6 +1,6 @@
 """The secure-aggregation messages as Flower records: what crosses the wire in each stage, and nothing else.
 
-Compatibility contract (as `fedrec.shared.wire`): keys are only ever added, never renamed or given a new
+Compatibility contract (as `fedrec.shared.protocol`): keys are only ever added, never renamed or given a new
 meaning; a reader fails loudly (KeyError/ValueError) on a missing or malformed key rather than guess.
 
 Message types are "train.<action>" (Flower routes them to `@app.train("<action>")` handlers). Every record

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from fedrec.server.calibration import resolve_noise
 from fedrec.shared.config import RunConfig
-from fedrec.shared.dp_sgd import plan_round
-from fedrec.shared.noise import resolve_noise
 from fedrec.shared.privacy import make_accountant
 from fedrec.shared.privacy.calibrate import record_noise_for, user_noise_for
 from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event
+from fedrec.shared.train.dp_sgd import plan_round
 
 
 def test_user_noise_is_the_smallest_that_meets_the_target() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.dp_fedavg import clip_state
+from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.secagg.encoding import EncodingError, FixedPointEncoding, add
 from fedrec.shared.secagg.settings import flatten_state, round_encoding, unflatten_state
 
@@ -46,7 +46,7 @@ def test_decoded_sum_is_the_sum_of_the_clipped_inputs_within_the_bound(bits, n, 
     total, plain = np.zeros(d, dtype=enc.dtype), np.zeros(d)
     for _ in range(n):
         state = {"b": rng.normal(size=(d,)).astype(np.float32) * s * rng.uniform(0.01, 3)}
-        clipped, _ = clip_state(state, clip_norm=enc.input_clip_norm(d))
+        clipped, _ = clip_update(state, clip_norm=enc.input_clip_norm(d))
         x = flatten_state(clipped)
         # Execute
         q = enc.encode(x)

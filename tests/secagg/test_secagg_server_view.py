@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedrec.shared.dp_fedavg import clip_state
+from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.secagg import crypto
 from fedrec.shared.secagg.encoding import FixedPointEncoding
 from fedrec.shared.secagg.protocol import self_mask
@@ -26,7 +26,7 @@ def seen(secagg_round):
     plain = {}
     for c in range(100, 100 + N):
         delta = {"w": (rng.normal(size=D) * 0.05).astype(np.float32)}  # norm ~3.2: clipped like a real update
-        clipped, _ = clip_state(delta, clip_norm=enc.input_clip_norm(D))
+        clipped, _ = clip_update(delta, clip_norm=enc.input_clip_norm(D))
         plain[c] = enc.encode(clipped["w"])
     result = secagg_round(plain, drop={"masked-input": {102}, "unmask": {105}})
     return result, plain, enc

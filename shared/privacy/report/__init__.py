@@ -38,11 +38,7 @@ from fedrec.shared.privacy.report.document import (
 from fedrec.shared.privacy.report.inputs import GuaranteeInputs, Mechanism, Sampling, Scope
 from fedrec.shared.privacy.report.schema import REPORT_SCHEMA
 from fedrec.shared.privacy.report.signing import sign_report, signing_payload, verify_signature
-from fedrec.shared.privacy.report.statements import (
-    across_devices_statement,
-    empirical_statement,
-    guarantee_statement,
-)
+from fedrec.shared.privacy.report.statements import across_devices_statement, empirical_statement, guarantee_statement
 from fedrec.shared.privacy.report.verify import has_failures, verify_report, verify_report_file
 
 __all__ = [

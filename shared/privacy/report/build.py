@@ -50,7 +50,7 @@ def build_run_report(*, run_id: str, scope: Scope, user_level: GuaranteeInputs |
     """The server's report: the user-level guarantee (or None: "no user-level guarantee") and a summary of
     the record-level epsilons the devices reported (at `record_level_delta`, from `record_level_accountant`).
 
-    `empirical_audit` (optional; `fedrec.server.audit`): ``{"confidence", "audits": [...]}``, the epsilon
+    `empirical_audit` (optional; `fedrec.server.empirical_audit`): ``{"confidence", "audits": [...]}``, the epsilon
     measured on canaries in this run beside the claimed one; its plain-words statement is generated here.
 
     With `strict`, the report's consistency checks (those of `fedrec audit verify` that need no recomputation)

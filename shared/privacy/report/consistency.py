@@ -18,11 +18,7 @@ from fedrec.shared.io import package_version
 from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
 from fedrec.shared.privacy.events import gaussian_components
 from fedrec.shared.privacy.ledger import RECORD_LEVEL, USER_LEVEL, PrivacyLedger
-from fedrec.shared.privacy.report.statements import (
-    across_devices_statement,
-    empirical_statement,
-    guarantee_statement,
-)
+from fedrec.shared.privacy.report.statements import across_devices_statement, empirical_statement, guarantee_statement
 
 Status = Literal["pass", "fail", "warn", "skip"]
 

@@ -25,7 +25,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedrec.shared.tls import KeyMaterialError, write_private, write_public
+from fedrec.shared.edge.tls import KeyMaterialError, write_private, write_public
 
 #: The curves flwr 1.41 accepts for SuperNode keys (`flwr.supercore.primitives.asymmetric.uses_nist_ec_curve`).
 NIST_CURVES = ("secp256r1", "secp384r1", "secp521r1")

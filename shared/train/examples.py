@@ -13,11 +13,13 @@ Prompts list artist names, most listened first (or most recent first), and are c
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
 
@@ -84,6 +86,18 @@ def draw_examples(
     return prompts, targets, histories
 
 
+Epoch = tuple[list[str], list[int], list[np.ndarray]]
+"""One epoch of one user's examples: (prompts, targets, history items of each prompt)."""
+
+
+def draw_epochs(split: UserSplit, catalog: Catalog, cfg: RunConfig, rng: np.random.Generator,
+                epochs: int | None = None) -> list[Epoch]:
+    """`epochs` (default `train.local_epochs`) epochs of one user's examples, targets redrawn every epoch."""
+    return [draw_examples(split, catalog, buckets=cfg.train.examples_per_user, order=cfg.model.history_order,
+                          rng=rng, tags=cfg.model.prompt_tags)
+            for _ in range(cfg.train.local_epochs if epochs is None else epochs)]
+
+
 def tokenize(tokenizer, prompts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     tok = tokenizer(prompts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
     return tok["input_ids"], tok["attention_mask"]
@@ -98,6 +112,14 @@ def make_batch(
     for row, h in enumerate(histories):
         hist[row, : len(h)] = torch.as_tensor(h, dtype=torch.long)
     return ExampleBatch(ids, mask, torch.as_tensor(targets, dtype=torch.long), hist)
+
+
+def batch_of(epoch: Epoch, sel: Sequence[int], tokenizer, max_tokens: int, device: torch.device | str
+             ) -> ExampleBatch:
+    """The examples `sel` of an epoch as one tokenized batch on `device`."""
+    prompts, targets, hists = epoch
+    return make_batch(tokenizer, [prompts[i] for i in sel], [targets[i] for i in sel], [hists[i] for i in sel],
+                      max_tokens).to(device)
 
 
 def evaluation_prompt(split: UserSplit, catalog: Catalog, order: str, tags: int = 1) -> str:

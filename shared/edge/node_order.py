@@ -17,10 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: Query-message config key: "which partition do you hold?".
-QUERY_PARTITION = "node-partition"
-#: Query-reply metric: the node's partition id, -1 when its node config has none.
-PARTITION_METRIC = "partition-id"
+from fedrec.shared.protocol import PARTITION_METRIC, QUERY_PARTITION  # noqa: F401 - re-exported
+
 #: The node-config key Flower's simulation engine sets on every virtual SuperNode.
 NODE_PARTITION = "partition-id"
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedrec.shared.model import Recommender
+from fedrec.shared.model.recommender import Recommender
 
 
 class Int8Unsupported(ValueError):

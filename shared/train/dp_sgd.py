@@ -1,6 +1,6 @@
 """Record-level DP on the device: Opacus DP-SGD over one user's bucketed examples, accounted in a ledger.
 
-Why examples: `fedrec.shared.examples` hashes each listening record into one of K = `examples_per_user` buckets
+Why examples: `fedrec.shared.train.examples` hashes each listening record into one of K = `examples_per_user` buckets
 and makes one example per non-empty bucket, so clipping per example bounds what any single record can contribute
 to a step. The accountant's unit is one *slot*: the K buckets are K fixed slots, an empty bucket is a slot whose
 example is empty (it contributes nothing when sampled). Sampling runs over the K slots, so n = K, q and the step
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,14 +41,14 @@ import numpy as np
 import torch
 from dp_accounting import dp_event
 
-from fedrec.shared.audit import RecordCanary, canary_examples, record_slots
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
-from fedrec.shared.examples import bucket_of, draw_examples, make_batch
-from fedrec.shared.model import Recommender
+from fedrec.shared.model.recommender import Recommender
 from fedrec.shared.privacy import PrivacyBudget, PrivacyLedger, dpsgd_event, make_accountant
-from fedrec.shared.training import TrainStats, example_loss, make_optimizer
+from fedrec.shared.privacy.canaries import RecordCanary, canary_examples, record_slots
+from fedrec.shared.train.examples import batch_of, bucket_of, draw_epochs
+from fedrec.shared.train.local import LossMeter, TrainStats, example_loss, make_optimizer
 
 if TYPE_CHECKING:  # Opacus is imported when a private round runs, so a non-DP client never pays for it
     from opacus.optimizers import DPOptimizer
@@ -85,7 +84,7 @@ class DpSgdPlan:
 
 def plan_round(cfg: RunConfig, *, num_records: int | None = None) -> DpSgdPlan:
     """The round's q and step count over `num_records` slots (default: the K = examples-per-user slots, plus
-    one audit slot on every device when the run has record canaries: `fedrec.shared.audit.record_slots`)."""
+    one audit slot on every device when the run has record canaries: `fedrec.shared.privacy.canaries.record_slots`)."""
     if num_records is None:
         num_records = record_slots(cfg)
     if num_records < 1:
@@ -145,7 +144,7 @@ def train_local_private(
     sampling and the noise; leave it None (what the client does) to draw it from the OS CSPRNG so that neither
     can be replayed by anyone who knows the run's seeds. Tests pass an int for determinism.
 
-    `canaries`: the audit canaries this device hosts (`fedrec.shared.audit`); each fills one audit slot after
+    `canaries`: the audit canaries this device hosts (`fedrec.shared.privacy.canaries`); each fills one audit slot after
     the K history slots, as one more example.
 
     Raises `PrivacyBudgetExceeded` before touching the model if the round would exceed `record_epsilon_max`
@@ -158,8 +157,7 @@ def train_local_private(
         raise ValueError(f"record-level DP-SGD supports item-tower 'frozen' only, found {cfg.model.item_tower!r}")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    epochs = [draw_examples(split, catalog, buckets=cfg.train.examples_per_user, order=cfg.model.history_order, rng=rng,
-                            tags=cfg.model.prompt_tags) for _ in range(cfg.train.local_epochs)]
+    epochs = draw_epochs(split, catalog, cfg, rng)
     plan = plan_round(cfg)  # over the K fixed slots: q and the step count do not depend on the history
     if len(canaries) > plan.num_records - cfg.train.examples_per_user:
         raise ValueError(f"{len(canaries)} audit canaries but {plan.num_records - cfg.train.examples_per_user} audit "
@@ -172,8 +170,7 @@ def train_local_private(
     device = model.catalog.device
     sampling = torch.Generator().manual_seed(secrets.randbits(63) if noise_seed is None else noise_seed)
     noise = torch.Generator(device=device).manual_seed(secrets.randbits(63) if noise_seed is None else noise_seed + 1)
-    tokenizer = model.backbone.tokenizer
-    t0, steps, empty, total, n_loss, tokens = time.perf_counter(), 0, 0, 0.0, 0, 0
+    meter, empty = LossMeter(), 0
     model.train()
     gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)  # hooks on model's layers
     try:
@@ -188,14 +185,13 @@ def train_local_private(
                 raise DpSgdError("two examples in one slot: the examples' buckets must be the DP-SGD slots")
             # audit canaries fill the slots after the K history slots (an audit slot without one stays empty)
             example_in.update({cfg.train.examples_per_user + j: len(targets) + j for j in range(len(canaries))})
-            prompts, targets, hists = prompts + extra[0], targets + extra[1], hists + extra[2]
+            epoch = (prompts + extra[0], targets + extra[1], hists + extra[2])
             for _ in range(plan.steps_per_epoch):
                 slots = poisson_sample(plan.num_records, plan.sample_rate, generator=sampling)
                 sel = [example_in[s] for s in slots if s in example_in]  # an empty slot adds nothing
                 opt.zero_grad(set_to_none=True)
                 if sel:
-                    batch = make_batch(tokenizer, [prompts[i] for i in sel], [targets[i] for i in sel],
-                                       [hists[i] for i in sel], cfg.model.history_tokens).to(device)
+                    batch = batch_of(epoch, sel, model.backbone.tokenizer, cfg.model.history_tokens, device)
                     # The hooks sit on model's own layers, so calling model (as example_loss does) is the
                     # same as calling gsm. Mean over the real batch; DPOptimizer rescales to the expected one.
                     loss = example_loss(model, batch.input_ids, batch.attention_mask, batch.target, batch.history)
@@ -204,14 +200,12 @@ def train_local_private(
                         # no gradient; Opacus reads grad_output only (tests/test_dp_sgd.py checks the samples).
                         warnings.filterwarnings("ignore", message="Full backward hook is firing")
                         loss.backward()
-                    total += float(loss.item()) * len(batch)
-                    n_loss += len(batch)
-                    tokens += int(batch.attention_mask.sum())
+                    meter.add(loss, batch)
                 else:
                     _empty_grad_samples(opt)
                     empty += 1
                 opt.step()  # clip, sum, add N(0, (zC)^2), divide by q*n, Adam
-                steps += 1
+                meter.steps += 1
                 if check is not None:
                     check.verify()
                     check = None
@@ -222,14 +216,15 @@ def train_local_private(
             if hasattr(p, "summed_grad"):
                 del p.summed_grad  # set by DPOptimizer; left behind it would outlive the round
         model.eval()
-    if steps != plan.steps:  # cannot happen by construction; the ledger must never under-count
-        raise DpSgdError(f"ran {steps} DP-SGD steps, planned {plan.steps}")
+    if meter.steps != plan.steps:  # cannot happen by construction; the ledger must never under-count
+        raise DpSgdError(f"ran {meter.steps} DP-SGD steps, planned {plan.steps}")
     ledger.record_local_dpsgd(round=server_round, noise_multiplier=plan.noise_multiplier,
-                              sample_rate=plan.sample_rate, steps=steps, max_grad_norm=plan.max_grad_norm,
+                              sample_rate=plan.sample_rate, steps=meter.steps, max_grad_norm=plan.max_grad_norm,
                               num_records=plan.num_records, expected_batch_size=plan.expected_batch_size,
                               epochs=cfg.train.local_epochs)
-    return DpTrainStats(examples=sum(len(e[0]) for e in epochs), steps=steps, loss=total / max(n_loss, 1),
-                        seconds=time.perf_counter() - t0, tokens=tokens, records=plan.num_records,
+    base = meter.stats(sum(len(e[0]) for e in epochs))
+    return DpTrainStats(examples=base.examples, steps=base.steps, loss=base.loss, seconds=base.seconds,
+                        tokens=base.tokens, records=plan.num_records,
                         sample_rate=plan.sample_rate, empty_steps=empty, epsilon=record_epsilon(ledger, cfg))
 
 

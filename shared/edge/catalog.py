@@ -11,7 +11,7 @@ and the device, after checking the hash and parsing the catalog, stores the byte
 directory and replies with a ConfigRecord {"catalog-sha256": hex}. Every later train and evaluate message of the
 run carries "catalog-sha256" in its config too, and a device whose stored catalog hashes differently refuses it
 (the adapter's item bias and the catalog table are indexed by catalog position, so a different catalog would
-silently mean other items). Keys are only ever added, never renamed (the contract of `fedrec.shared.wire`).
+silently mean other items). Keys are only ever added, never renamed (the contract of `fedrec.shared.protocol`).
 
 Where a deployed server gets the catalog (`data` of a run with `deployment-nodes` > 0, `load_public_catalog`):
 a `catalog.json` file, a folder holding one (a run directory or a device state directory), or any data set spec
@@ -27,11 +27,8 @@ from pathlib import Path
 
 from fedrec.shared.data.load import load_dataset
 from fedrec.shared.data.types import Catalog, DataFormatError, LoadSummary
+from fedrec.shared.protocol import CATALOG_SHA256, QUERY_CATALOG  # noqa: F401 - re-exported
 
-#: Query-message config key: the catalog as catalog.json bytes.
-QUERY_CATALOG = "catalog-json"
-#: Query config, query reply config, and train/evaluate config key: SHA-256 (hex) of the catalog.json bytes.
-CATALOG_SHA256 = "catalog-sha256"
 #: File name of a stored catalog (as in a run directory, so `fedrec.shared.run_dir.read_catalog` reads it).
 CATALOG_FILE = "catalog.json"
 

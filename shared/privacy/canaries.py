@@ -1,6 +1,7 @@
 """Audit canaries: what the server inserts into a run to measure its privacy empirically, and how devices use them.
 
-Two kinds, both drawn by the server (`fedrec.server.audit`) from a seed it keeps secret until training is over:
+Two kinds, both drawn by the server (`fedrec.server.empirical_audit`) from a seed it keeps secret until training
+is over:
 
 * **Record canaries** (record-level, Steinke et al. 2023). A canary is one training example made only of public
   catalog items: a history prompt of `CANARY_HISTORY_ITEMS` random artists and a random target artist, unique
@@ -39,16 +40,9 @@ import numpy as np
 
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.types import Catalog
-from fedrec.shared.examples import prompt_text
+from fedrec.shared.protocol import AUDIT_KEY, CANARY_METRIC, QUERY_CANARY_CLIENTS, ROLE_METRIC  # noqa: F401 - re-exported
+from fedrec.shared.train.examples import prompt_text
 
-#: Message-config key of a node's audit instructions (JSON); absent for a node with nothing to do.
-AUDIT_KEY = "audit"
-#: Query-message config key: the number of canary clients of the run.
-QUERY_CANARY_CLIENTS = "audit-canary-clients"
-#: Query-reply metric: the node's canary-client index, -1 for a real user's device.
-ROLE_METRIC = "audit-canary-client"
-#: Train-reply metric of a canary client.
-CANARY_METRIC = "audit-canary"
 #: Artists in a record canary's history prompt.
 CANARY_HISTORY_ITEMS = 5
 
@@ -124,7 +118,7 @@ def draw_record_canaries(catalog_size: int, count: int, rng: np.random.Generator
 
 def canary_examples(canaries: Sequence[RecordCanary], catalog: Catalog, cfg: RunConfig
                     ) -> tuple[list[str], list[int], list[np.ndarray]]:
-    """(prompts, targets, histories) of the canaries, built like `fedrec.shared.examples.draw_examples`'s."""
+    """(prompts, targets, histories) of the canaries, built like `fedrec.shared.train.examples.draw_examples`'s."""
     histories = [np.asarray(c.history, dtype=np.int64) for c in canaries]
     prompts = [prompt_text(catalog, h, cfg.model.prompt_tags) for h in histories]
     return prompts, [int(c.target) for c in canaries], histories

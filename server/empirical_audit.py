@@ -4,7 +4,7 @@ Ground truth stays with the server. At the start it draws, from a seed it keeps 
 run sets `audit-seed` for a reproducible test), the record canaries, their hosts and membership bits, and the
 canary clients' bits and direction seeds, and writes them to `<run>/audit/canaries.json` (the run directory
 is the server's; publish that file only after training). Each node learns only its own part, in its train
-messages (`fedrec.shared.audit.AUDIT_KEY`): the host of an included record canary gets that canary, an
+messages (`fedrec.shared.privacy.canaries.AUDIT_KEY`): the host of an included record canary gets that canary, an
 included canary client gets its direction seed, every other node gets nothing. At the end the canaries are
 scored with the final global adapter alone, the guesses are fixed from the scores alone, and only then are
 they compared with the bits (`fedrec.shared.privacy.empirical`). Results go to `<run>/audit/results.json`
@@ -32,11 +32,17 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedrec.server.central_dp import UserLevelDP, default_delta
-from fedrec.shared.audit import (
+from fedrec.server.release import DpFedAvgRelease
+from fedrec.shared.config import RunConfig
+from fedrec.shared.data.types import Catalog
+from fedrec.shared.io import atomic_write_text
+from fedrec.shared.model.build import set_global_state
+from fedrec.shared.model.recommender import Recommender
+from fedrec.shared.model.scoring import NEG_INF, prepare_for_scoring, score_prompts
+from fedrec.shared.privacy.accountants import make_accountant
+from fedrec.shared.privacy.calibrate import default_user_delta
+from fedrec.shared.privacy.canaries import (
     CANARY_HISTORY_ITEMS,
-    QUERY_CANARY_CLIENTS,
-    ROLE_METRIC,
     AuditInstructions,
     RecordCanary,
     canary_client_index,
@@ -45,18 +51,8 @@ from fedrec.shared.audit import (
     cosine_with,
     draw_record_canaries,
 )
-from fedrec.shared.config import RunConfig
-from fedrec.shared.data.types import Catalog
-from fedrec.shared.io import atomic_write_text
-from fedrec.shared.model import Recommender
-from fedrec.shared.privacy.accountants import make_accountant
-from fedrec.shared.privacy.empirical import (
-    CONFIDENCE,
-    canary_cosine_estimate,
-    guess_counts,
-    one_run_audit,
-)
-from fedrec.shared.training import NEG_INF, prepare_for_scoring, score_prompts, set_global_state
+from fedrec.shared.privacy.empirical import CONFIDENCE, canary_cosine_estimate, guess_counts, one_run_audit
+from fedrec.shared.protocol import QUERY_CANARY_CLIENTS, ROLE_METRIC
 
 log = logging.getLogger("fedrec.server")
 
@@ -211,7 +207,7 @@ class ServerAudit:
                       for k in initial}
             cosines = np.array([cosine_with(canary_direction(initial, s), change) for s in self.client_seeds])
             k_plus, k_minus = guess_counts(len(cosines), self.cfg.audit.guess_fraction)
-            delta = user_delta if user_delta is not None else (self.cfg.user_dp.delta or default_delta(population))
+            delta = user_delta if user_delta is not None else (self.cfg.user_dp.delta or default_user_delta(population))
             result = one_run_audit(cosines, self.client_in, k_plus=k_plus, k_minus=k_minus, delta=delta,
                                    confidence=CONFIDENCE)
             dim = int(sum(np.size(v) for v in initial.values()))
@@ -336,7 +332,7 @@ def _log_prob_scores(model: Recommender, canaries: list[RecordCanary], catalog: 
     return after - before
 
 
-def user_level_epsilon(dp: UserLevelDP | None) -> float | None:
+def user_level_epsilon(dp: DpFedAvgRelease | None) -> float | None:
     """The run's user-level epsilon as its report states it (PLD at the run's delta); None without user-level DP."""
     if dp is None:
         return None

@@ -1,8 +1,8 @@
 """Turn target epsilons into noise multipliers, once, before a run starts (public settings only).
 
-`record-target-epsilon` (device, DP-SGD) and `user-target-epsilon` (server, DP-FedAvg) are resolved here into
-`record-noise-multiplier` / `user-noise-multiplier` with the accountant that will budget and report the spend,
-over the planned composition: `record-target-rounds` rounds of K-slot DP-SGD for a device, `num-server-rounds`
+`record_dp.target_epsilon` (device, DP-SGD) and `user_dp.target_epsilon` (server, DP-FedAvg) are resolved here
+into `record_dp.noise_multiplier` / `user_dp.noise_multiplier` with the accountant that will budget and report the
+spend, over the planned composition: `record_dp.target_rounds` rounds of K-slot DP-SGD for a device, `run.rounds`
 releases for the run. Unless a budget is set explicitly, the target also becomes the budget, so a device that is
 sampled more often than planned declines instead of exceeding it.
 """
@@ -10,9 +10,8 @@ sampled more often than planned declines instead of exceeding it.
 from __future__ import annotations
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.dp_fedavg import default_delta
-from fedrec.shared.dp_sgd import OPACUS_ACCOUNTANTS, plan_round
-from fedrec.shared.privacy.calibrate import record_noise_for, user_noise_for
+from fedrec.shared.privacy.calibrate import default_user_delta, record_noise_for, user_noise_for
+from fedrec.shared.train.dp_sgd import OPACUS_ACCOUNTANTS, plan_round
 
 
 def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
@@ -30,7 +29,7 @@ def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
         q = cfg.run.clients_sampled(population) / population if cfg.run.client_sampling == "poisson" else None
         changes["user_dp.noise_multiplier"] = user_noise_for(
             target_epsilon=cfg.user_dp.target_epsilon, rounds=cfg.run.rounds, sample_rate=q,
-            delta=cfg.user_dp.delta or default_delta(population))
+            delta=cfg.user_dp.delta or default_user_delta(population))
         if cfg.user_dp.epsilon_max <= 0:
             changes["user_dp.epsilon_max"] = cfg.user_dp.target_epsilon
     return cfg.updated(changes, source="target epsilon calibration") if changes else cfg

@@ -15,9 +15,10 @@ from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog, UserHistory
 from fedrec.shared.metrics import topk_excluding
-from fedrec.shared.model import Recommender
+from fedrec.shared.model.build import build_model, set_global_state
+from fedrec.shared.model.recommender import Recommender
+from fedrec.shared.model.scoring import prepare_for_scoring, score_users
 from fedrec.shared.run_dir import ADAPTER, read_adapter, read_catalog, read_config
-from fedrec.shared.training import build_model, prepare_for_scoring, score_users, set_global_state
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""Record-level DP on this device: its ledger across rounds, its budget, and a private round or a polite decline.
+
+The ledger's durable copy is the device's state directory (`device_state`); `context.state` mirrors it, so a
+simulated device without a state directory still keeps its epsilon across the rounds of a run. A round that
+would exceed the device's budget is declined before anything is trained: no arrays, the ledger is not charged,
+and the server counts a decline (a dropout, not a failure).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from fedrec.client.device_state import DeviceState
+from fedrec.client.setup import RoundSetup, is_deployed
+from fedrec.shared.config import RunConfig
+from fedrec.shared.model.recommender import Recommender
+from fedrec.shared.privacy import PrivacyBudgetExceeded, PrivacyLedger
+from fedrec.shared.privacy.canaries import RecordCanary
+from fedrec.shared.protocol import DECLINED_METRIC, RECORD_EPSILON_METRIC
+from fedrec.shared.train.dp_sgd import DpTrainStats, new_record_ledger, record_epsilon, train_local_private
+
+log = logging.getLogger("fedrec.client")
+
+
+# context.state["privacy"]["record-ledger"]: the device's record-level ledger (JSON). It must outlive every round
+# of the run, or the device's epsilon would silently restart from 0.
+PRIVACY_STATE = "privacy"
+
+
+RECORD_LEDGER_KEY = "record-ledger"
+
+
+def load_record_ledger(context: Context, *, subject: str) -> PrivacyLedger:
+    """The device's record-level ledger from `context.state`, or an empty one on its first round."""
+    if PRIVACY_STATE not in context.state:
+        return new_record_ledger(subject=subject)
+    text = str(context.state[PRIVACY_STATE][RECORD_LEDGER_KEY])
+    ledger = PrivacyLedger.loads(text, where=f"context.state[{PRIVACY_STATE!r}][{RECORD_LEDGER_KEY!r}]")
+    if ledger.guarantee != "record-level" or ledger.subject != subject:
+        raise ValueError(f"context.state holds a {ledger.guarantee} ledger of {ledger.subject!r}, expected the "
+                         f"record-level ledger of {subject!r}")
+    return ledger
+
+
+def save_record_ledger(context: Context, ledger: PrivacyLedger) -> None:
+    context.state[PRIVACY_STATE] = ConfigRecord({RECORD_LEDGER_KEY: ledger.dumps()})
+
+
+def check_round_order(store: DeviceState, ledger: PrivacyLedger, setup: RoundSetup) -> None:
+    """Refuse before training a round the ledger could not record (its rounds never go back)."""
+    if ledger.entries and ledger.entries[-1].round > setup.server_round:
+        raise ValueError(f"{store.ledger_path}: this device's record-level ledger already holds round "
+                         f"{ledger.entries[-1].round}, and this message is round {setup.server_round} of run "
+                         f"{setup.run_id!r}; ledger rounds never go back, so this state directory cannot take part "
+                         "in an earlier round (or, yet, in a second run)")
+
+
+def private_round(msg: Message, context: Context, setup: RoundSetup, cfg: RunConfig, model: Recommender,
+                  store: DeviceState | None, *, subject: str, seed: int,
+                  canaries: Sequence[RecordCanary]) -> tuple[DpTrainStats, PrivacyLedger] | Message:
+    """One round of DP-SGD charged to the device's ledger, or the decline message when it would exceed the budget.
+
+    The ledger is returned charged but not yet saved: the caller commits it with the round (`client.train`).
+    """
+    # The state directory is the durable copy (it survives a restart); context.state mirrors it.
+    ledger = store.load_ledger(subject=subject) if store else load_record_ledger(context, subject=subject)
+    if is_deployed(context):
+        check_round_order(store, ledger, setup)
+    try:
+        stats = train_local_private(model, setup.split, setup.catalog, cfg, seed=seed, ledger=ledger,
+                                    server_round=setup.server_round, canaries=canaries)
+    except PrivacyBudgetExceeded:
+        return decline(msg, ledger, cfg)
+    return stats, ledger
+
+
+def decline(msg: Message, ledger: PrivacyLedger, cfg: RunConfig) -> Message:
+    """Declined, not failed: no arrays, and the ledger is not charged (nothing was trained or released).
+
+    RECORD_EPSILON_METRIC travels unprotected (a plain metric, no DP, no masking), like every metric: it is the
+    device's cumulative epsilon so far, a function of the public settings (K fixed slots, q, z) and of the rounds
+    it trained in, which the server knows anyway.
+    """
+    declined = MetricRecord({DECLINED_METRIC: 1, RECORD_EPSILON_METRIC: record_epsilon(ledger, cfg)})
+    return Message(RecordDict({"metrics": declined}), reply_to=msg)

@@ -1,0 +1,149 @@
+"""The one place where a round's aggregate becomes a released update: clip -> sum -> (noise -> ledger).
+
+A round hands over an `Aggregate`: the sum of what the clients sent (each contribution already bounded by
+`fedrec.shared.privacy.mechanisms.clip_update` on the device, and again by the server on a plain upload, see
+`server.round`), the total weight, and whether the round was aborted. A `Release` turns it into the mean update
+the server applies:
+
+- `MeanRelease` (no user-level DP): the (weighted) mean of the contributions. Nothing is released when no
+  contribution arrived or secure aggregation aborted.
+- `DpFedAvgRelease` (user-level DP, McMahan et al. 2018): Gaussian noise of standard deviation z*S on the *sum*
+  (`fedrec.shared.privacy.mechanisms.add_gaussian_noise`), divided by a public denominator: the expected number
+  of clients q*N under Poisson sampling, the sample size under fixed sampling. One user changes the sum by at most
+  S, so the output's sensitivity is S / denominator whatever the data. Every round releases, also one with no
+  survivor (noise only): the accountant counts every round, so skipping one would gain nothing. Only a secure
+  round that aborted releases nothing, and then nothing enters the ledger. Each release is one `DpEvent` in the
+  user-level `PrivacyLedger` (PoissonSampled(q, Gaussian(z)), or Gaussian(z) without amplification).
+
+Randomness: the noise comes from a numpy PCG64 generator seeded from 128 bits of `secrets`, so nobody who sees the
+released adapters can predict it; it is not a CSPRNG stream and has no floating-point hardening (Mironov 2012),
+which the report says. A resumable run keeps the generator's state in its secret checkpoint.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedrec.shared.config import RunConfig
+from fedrec.shared.privacy.budget import PrivacyBudget
+from fedrec.shared.privacy.calibrate import default_user_delta
+from fedrec.shared.privacy.events import dpfedavg_event
+from fedrec.shared.privacy.ledger import PrivacyLedger
+from fedrec.shared.privacy.mechanisms import add_gaussian_noise
+from fedrec.shared.protocol import State
+
+RNG_DESCRIPTION = ("numpy PCG64 seeded from 128-bit secrets (Python `secrets`); Gaussian samples in float64, "
+                   "not a CSPRNG stream, no floating-point hardening")
+
+
+@dataclass
+class Aggregate:
+    """What a round collected. `total`: the (weighted) sum of the contributions in float64, None when nothing
+    arrived; `weight`: the sum of the weights (the number of contributions under equal weights);
+    `aborted`: why secure aggregation released nothing, else None."""
+
+    total: State | None
+    weight: float
+    contributors: int
+    aborted: str | None = None
+
+
+class MeanRelease:
+    """No user-level DP: the mean of the contributions (nothing when there are none)."""
+
+    def release(self, agg: Aggregate, template: State, *, sampled: int, server_round: int) -> State | None:
+        if agg.aborted or agg.total is None or agg.weight <= 0:
+            return None
+        return {k: (np.asarray(v, dtype=np.float64) / agg.weight).astype(np.float32) for k, v in agg.total.items()}
+
+
+class DpFedAvgRelease:
+    """User-level DP-FedAvg: the run's noise generator, its user-level ledger, its delta and its budget."""
+
+    def __init__(self, cfg: RunConfig, population: int, *, sample_rate: float, poisson: bool) -> None:
+        self.noise_multiplier = cfg.user_dp.noise_multiplier
+        self.clip_norm = cfg.user_dp.clip_norm
+        self.epsilon_max = cfg.user_dp.epsilon_max
+        self.population = population
+        self.sample_rate = sample_rate
+        self.poisson = poisson
+        self.delta = cfg.user_dp.delta or default_user_delta(population)
+        if self.delta >= 1.0 / population:
+            raise ValueError(f"user_dp.delta {self.delta} must be < 1/N = {1 / population:.3g}")
+        self.ledger = PrivacyLedger(guarantee="user-level", subject="run")
+        self._noise = np.random.default_rng(secrets.randbits(128))
+
+    def event(self):
+        """The DpEvent of one release: PoissonSampled(q, Gaussian(z)), or Gaussian(z) without amplification."""
+        return dpfedavg_event(noise_multiplier=self.noise_multiplier,
+                              sample_rate=self.sample_rate if self.poisson else None)
+
+    def would_exceed_budget(self) -> bool:
+        """True when one more release would take the run past `user_dp.epsilon_max` (PLD at the run's delta)."""
+        if self.epsilon_max <= 0:
+            return False
+        budget = PrivacyBudget(epsilon_max=self.epsilon_max, delta=self.delta, accountant="pld")
+        return budget.would_exceed(self.ledger, self.event())
+
+    def release(self, agg: Aggregate, template: State, *, sampled: int, server_round: int) -> State | None:
+        """Noisy mean of the round's sum, recorded in the ledger; None (no release, no entry) if it aborted."""
+        if agg.aborted:
+            return None
+        total = agg.total if agg.total is not None else {k: np.zeros(np.shape(v)) for k, v in template.items()}
+        noisy = add_gaussian_noise(total, std=self.noise_multiplier * self.clip_norm, rng=self._noise)
+        denominator = self.sample_rate * self.population if self.poisson else max(sampled, 1)
+        self.ledger.record_user_level_release(round=server_round, noise_multiplier=self.noise_multiplier,
+                                              sample_rate=self.sample_rate if self.poisson else None,
+                                              clip_norm=self.clip_norm, clients_aggregated=agg.contributors)
+        return {k: (v / denominator).astype(np.float32) for k, v in noisy.items()}
+
+    def secret_state(self) -> dict[str, Any]:
+        """The ledger and the noise generator's state (PCG64 can be stepped backwards: it reveals past noise)."""
+        return {"ledger": self.ledger.dumps(), "noise": self._noise.bit_generator.state}
+
+    def restore(self, state: Mapping[str, Any], *, where: str) -> None:
+        ledger = PrivacyLedger.loads(str(state["ledger"]), where=f"{where}: ledger")
+        if ledger.guarantee != "user-level":
+            raise ValueError(f"{where}: expected a user-level ledger, found a {ledger.guarantee} one")
+        if dict(state["noise"]).get("bit_generator") != "PCG64":
+            raise ValueError(f"{where}: noise generator state is not a PCG64 state")
+        self.ledger = ledger
+        self._noise.bit_generator.state = dict(state["noise"])
+
+
+Release = MeanRelease | DpFedAvgRelease
+
+
+def weighted_sum(deltas: list[State], weights: list[float]) -> tuple[State, float]:
+    """(sum_i w_i * delta_i per tensor in float64, sum_i w_i); refuses no deltas, a weight count that does not
+    match, or weights that do not sum to > 0."""
+    if not deltas:
+        raise ValueError("no client deltas to aggregate")
+    if len(weights) != len(deltas):
+        raise ValueError(f"{len(deltas)} deltas but {len(weights)} weights")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"aggregation weights must sum to > 0, found {total}")
+    out: State = {}
+    for key in deltas[0]:
+        acc = np.zeros(deltas[0][key].shape, dtype=np.float64)
+        for d, w in zip(deltas, weights, strict=True):
+            acc += w * d[key]
+        out[key] = acc
+    return out, total
+
+
+def weighted_mean(deltas: list[State], weights: list[float]) -> State:
+    """sum_i w_i * delta_i / sum_i w_i, per tensor, in float64 then cast back to float32 (what MeanRelease gives)."""
+    total, weight = weighted_sum(deltas, weights)
+    return MeanRelease().release(Aggregate(total, weight, len(deltas)), total, sampled=len(deltas), server_round=0)
+
+
+def apply_update(global_state: State, update: State, server_lr: float) -> State:
+    """global + server_lr * update, per tensor, in float32."""
+    return {k: (v + server_lr * update[k]).astype(np.float32) for k, v in global_state.items()}
