@@ -112,7 +112,9 @@ def register(
     """Register device public keys with the running SuperLink (`flwr supernode register`)."""
     import os
 
-    from fedrec.server.launch import LaunchError, public_keys, register_key, resolve_flwr_home
+    from fedrec.server.launch_plan import LaunchError
+    from fedrec.server.nodes import public_keys, register_key
+    from fedrec.server.superlink import resolve_flwr_home
 
     home = resolve_flwr_home(flwr_home, work_dir, os.environ)
     if not (home / "config.toml").is_file():
@@ -149,7 +151,8 @@ def server(
     wait_timeout: Annotated[float, typer.Option(help="seconds to wait for the devices (0 = no limit)")] = 0.0,
 ) -> None:
     """Start a SuperLink (TLS, SuperNode authentication), wait for the devices, run, stop what was started."""
-    from fedrec.server.launch import LaunchError, ServerPlan, serve
+    from fedrec.server.launch import serve
+    from fedrec.server.launch_plan import LaunchError, ServerPlan
     from fedrec.shared.config import ConfigError
     from fedrec.shared.data.types import DataFormatError
     from fedrec.shared.edge.tls import KeyMaterialError

@@ -12,10 +12,7 @@ from fedrec.client.setup import deployed_state, is_deployed, read_setup
 from fedrec.shared.metrics import RankingMetrics
 from fedrec.shared.model.build import build_model, set_global_state
 from fedrec.shared.model.scoring import prepare_for_scoring, score_users
-from fedrec.shared.protocol import (
-    metrics_to_record,
-    peak_rss_mb,
-)
+from fedrec.shared.protocol import metrics_to_record, peak_rss_mb
 
 log = logging.getLogger("fedrec.client")
 

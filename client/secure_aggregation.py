@@ -26,9 +26,10 @@ from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.protocol import State
 from fedrec.shared.secagg import wire
+from fedrec.shared.secagg.client import SecAggClient
+from fedrec.shared.secagg.encoding import round_encoding
 from fedrec.shared.secagg.errors import SecAggProtocolError
-from fedrec.shared.secagg.protocol import SecAggClient
-from fedrec.shared.secagg.settings import flatten_state, round_encoding
+from fedrec.shared.secagg.vectors import flatten_state
 
 STATE = "secagg"  # context.state key of this node's SecAggClient for the current round
 

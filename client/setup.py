@@ -34,14 +34,7 @@ from fedrec.shared.data.split import UserSplit, split_users
 from fedrec.shared.data.types import Catalog, DataFormatError
 from fedrec.shared.edge.catalog import catalog_from_bytes, catalog_sha256
 from fedrec.shared.privacy.canaries import canary_client_index
-from fedrec.shared.protocol import (
-    AUDIT_KEY,
-    CATALOG_SHA256,
-    DEVICE_STATE_ROOT,
-    QUERY_CATALOG,
-    State,
-    record_to_state,
-)
+from fedrec.shared.protocol import AUDIT_KEY, CATALOG_SHA256, DEVICE_STATE_ROOT, QUERY_CATALOG, State, record_to_state
 
 log = logging.getLogger("fedrec.client")
 

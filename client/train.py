@@ -16,36 +16,17 @@ import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from fedrec.client import secure_aggregation
-from fedrec.client.device_state import (
-    NODE_STATE_DIR,
-    DeviceState,
-    RoundRecord,
-    state_digest,
-)
+from fedrec.client.device_state import NODE_STATE_DIR, DeviceState, RoundRecord, state_digest
 from fedrec.client.privacy_report import write_device_report
 from fedrec.client.record_dp import private_round, save_record_ledger
-from fedrec.client.setup import (
-    RoundSetup,
-    device_budget,
-    device_state,
-    device_subject,
-    is_deployed,
-    read_setup,
-)
+from fedrec.client.setup import RoundSetup, device_budget, device_state, device_subject, is_deployed, read_setup
 from fedrec.shared.config import RunConfig
 from fedrec.shared.model.build import build_model, set_global_state
 from fedrec.shared.model.recommender import trainable_state
 from fedrec.shared.privacy import PrivacyLedger
 from fedrec.shared.privacy.canaries import AuditInstructions, canary_client_update
 from fedrec.shared.privacy.mechanisms import clip_update
-from fedrec.shared.protocol import (
-    CANARY_METRIC,
-    RECORD_EPSILON_METRIC,
-    State,
-    peak_rss_mb,
-    state_to_record,
-    subtract,
-)
+from fedrec.shared.protocol import CANARY_METRIC, RECORD_EPSILON_METRIC, State, peak_rss_mb, state_to_record, subtract
 from fedrec.shared.secagg import wire as secagg_wire
 from fedrec.shared.train.local import train_local
 

@@ -5,11 +5,9 @@ What it does, in order (everything it writes lives in the work directory, defaul
 1. checks the certificates (`fedrec keys tls`) and the run's settings (a deployed run: `deployment-nodes` N > 0,
    `data` naming the public catalog; `fedrec.server.deployment`);
 2. writes a minimal Flower app, `app/pyproject.toml` (the `[tool.flwr.app]` of fedrec, defaults = `RunConfig`
-   defaults), and `run-config.toml` (this run's settings). Why not `flwr run .` on the source tree: Flower ships the
-   app folder (every .py, .json, .toml, .md in it) to every device as a FAB; the installed `fedrec` package is
-   what actually runs on both sides, so the FAB needs nothing but the pyproject;
-3. writes the connection `[superlink.fedrec]` (address + `root-certificates`) into `$FLWR_HOME/config.toml`
-   (`FLWR_HOME` from the environment, else `<work-dir>/flwr-home`), so `flwr ... fedrec` commands reach it;
+   defaults), and `run-config.toml` (this run's settings); why a generated app and not the source tree: see
+   `fedrec.server.app_files`;
+3. writes the connection `[superlink.fedrec]` into `$FLWR_HOME/config.toml`, so `flwr ... fedrec` commands reach it;
 4. starts `flower-superlink --enable-supernode-auth` with the certificates, a persistent `superlink.db`
    (registered keys survive a restart) and runtime dependency installation off;
 5. registers the given device public keys (`flwr supernode register`), waits until N registered SuperNodes are
@@ -21,325 +19,41 @@ What it does, in order (everything it writes lives in the work directory, defaul
 The Control API (run submission, node registration) listens on the same address as the Fleet API in flwr 1.41 and,
 without Flower's enterprise OIDC plugin, does not authenticate its callers: bind to a network interface only behind
 a firewall that lets in the devices (see docs/deployment.md).
+
+Each step's job is in its own module: the plan and its error in `launch_plan`, the files of step 2 in
+`app_files`, the connection and the process of steps 3, 4 and 6 in `superlink`, the `flwr` calls in
+`flwr_control`, the devices of step 5 in `nodes`. This module only runs them in order (`serve`) and reads the
+outcome.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
-import tomllib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
-from fedrec.shared.config import ConfigError, RunConfig, nest
-from fedrec.shared.edge.processes import ManagedProcess, tool, tool_env, wait_for_port
-from fedrec.shared.edge.tls import certificate_names, check_server_files, load_certificate
-
-#: Name of the SuperLink connection fedrec writes into `$FLWR_HOME/config.toml`.
-CONNECTION = "fedrec"
-APP_NAME, APP_VERSION, PUBLISHER = "fedrec", "0.1.0", "fedrec"
-COMPONENTS = {"serverapp": "fedrec.server.server_app:app", "clientapp": "fedrec.client.client_app:app"}
-
-Say = Callable[[str], None]
-
-
-class LaunchError(RuntimeError):
-    """The server cannot start or its run failed; the message says which step and why."""
-
-
-@dataclass
-class ServerPlan:
-    """Everything `fedrec server` needs; `settings` are RunConfig keys (kebab-case) given on the command line."""
-
-    certs: Path
-    settings: dict[str, Any]
-    work_dir: Path = Path("fedrec-server")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    flwr_home: Path | None = None  # None: $FLWR_HOME, else <work-dir>/flwr-home
-    register: list[Path] = field(default_factory=list)
-    wait_timeout: float = 0.0  # seconds to wait for the N nodes (0 = no limit)
-    startup_timeout: float = 60.0
+from fedrec.server.app_files import run_settings, write_app, write_run_config
+from fedrec.server.flwr_control import flwr_cli, run_status
+from fedrec.server.launch_plan import LaunchError, Say, ServerPlan
+from fedrec.server.nodes import public_keys, register_key, wait_for_online
+from fedrec.server.superlink import CONNECTION, superlink_running
+from fedrec.shared.edge.processes import ManagedProcess, tool, tool_env
 
 
 @dataclass(frozen=True)
 class RunOutcome:
+    """What `fedrec server` reports at the end: Flower's final status and how many of the run's rounds were ok."""
+
     run_id: int
     status: str  # Flower's, e.g. "finished:completed"
     run_dir: Path
     rounds_ok: int
     rounds: int
 
-
-# -- files ----------------------------------------------------------------------------------------------------------
-
-def write_app(app_dir: Path) -> Path:
-    """The Flower app folder `flwr run` builds a FAB from: only a pyproject.toml naming fedrec's components."""
-    app_dir.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "project": {"name": APP_NAME, "version": APP_VERSION, "license": "Apache-2.0",
-                    "description": "fedrec deployed federation (generated by `fedrec server`; the installed "
-                                   "fedrec package runs on the server and on every device)",
-                    "dependencies": []},
-        "tool": {"flwr": {"app": {"publisher": PUBLISHER, "components": COMPONENTS,
-                                  "config": RunConfig().to_nested()}}},
-    }
-    path = app_dir / "pyproject.toml"
-    path.write_text("# Generated by `fedrec server`; edits are overwritten.\n" + tomli_w.dumps(doc), encoding="utf-8")
-    return path
-
-
-def run_settings(settings: Mapping[str, Any], work_dir: Path) -> RunConfig:
-    """The run's validated settings: a deployed run (deployment-nodes > 0), run directory under the work dir."""
-    values = {"run.dir": str((work_dir / "runs").resolve()),
-              "run.name": time.strftime("deploy-%Y%m%d-%H%M%S"), **settings}
-    cfg = RunConfig.from_mapping(values, source="fedrec server")
-    if cfg.run.deployment_nodes <= 0:
-        raise ConfigError("fedrec server: run.deployment_nodes (--nodes) must be > 0: the number of devices of the "
-                          "federation (a simulation is `fedrec simulate`)")
-    if not cfg.data.source or cfg.data.source.startswith("synthetic"):
-        raise ConfigError(f"fedrec server: data.source={cfg.data.source!r}: give the public catalog (--data): a "
-                          "catalog.json, a folder holding one, or a data set whose catalog is used (its user rows are "
-                          "not)")
-    # The ServerApp runs in another process, in the work directory: paths given here must not change meaning.
-    absolute = {"run.dir": str(Path(cfg.run.dir).resolve())}
-    for key in ("data.source", "data.item_metadata", "model.name", "run.server_key"):
-        value = cfg.get(key)
-        if value and Path(value).expanduser().exists():
-            absolute[key] = str(Path(value).expanduser().resolve())
-    return cfg.updated(absolute, source="fedrec server")
-
-
-def write_run_config(path: Path, cfg: RunConfig) -> Path:
-    """The settings that differ from the defaults, as a TOML file for `flwr run --run-config`."""
-    path.write_text(tomli_w.dumps(nest(cfg.changed_from_defaults())), encoding="utf-8")
-    return path
-
-
-def connect_address(host: str, port: int, cert: Path) -> str:
-    """Where fedrec's own CLI calls reach the SuperLink: a loopback name if the certificate covers one (the
-    SuperLink listens on it whenever it binds 0.0.0.0 or 127.0.0.1), else the certificate's first name."""
-    names = certificate_names(load_certificate(cert))
-    if host in names:
-        name = host
-    elif host in ("0.0.0.0", "127.0.0.1", "::") and ("127.0.0.1" in names or "localhost" in names):
-        name = "127.0.0.1" if "127.0.0.1" in names else "localhost"
-    elif names:
-        name = names[0]
-    else:
-        raise LaunchError(f"{cert}: the server certificate names no host (no subject alternative names)")
-    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
-
-
-def write_connection(flwr_home: Path, address: str, root_cert: Path, name: str = CONNECTION) -> Path:
-    """Add (or replace) `[superlink.<name>]` in `$FLWR_HOME/config.toml`, keeping every other entry."""
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    path = flwr_home / "config.toml"
-    doc: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise LaunchError(f"{path}: not valid TOML ({e}); fix or remove it") from None
-    superlink = doc.setdefault("superlink", {})
-    superlink[name] = {"address": address, "root-certificates": str(root_cert.resolve())}
-    superlink.setdefault("default", name)
-    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    return path
-
-
-def resolve_flwr_home(plan_home: Path | None, work_dir: Path, environ: Mapping[str, str]) -> Path:
-    if plan_home is not None:
-        return plan_home.resolve()
-    if environ.get("FLWR_HOME"):
-        return Path(environ["FLWR_HOME"]).expanduser().resolve()
-    return (work_dir / "flwr-home").resolve()
-
-
-def public_keys(paths: list[Path]) -> list[Path]:
-    """`.pub` files named directly or found (non-recursively) in the given folders, in a stable order."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(p.glob("*.pub"))
-            if not found:
-                raise LaunchError(f"{p}: no *.pub node key in this folder")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise LaunchError(f"{p}: no such public key file or folder")
-    return list(dict.fromkeys(out))
-
-
-# -- Flower CLI -------------------------------------------------------------------------------------------------------
-
-def flwr_cli(args: list[str], *, flwr_home: Path, timeout: float = 120.0) -> dict[str, Any]:
-    """Run `flwr ARGS --format json` and return its JSON answer; a LaunchError with Flower's message if it failed.
-
-    Flower prints its JSON last on stdout (after any plain messages); `success: false` carries `error-message`.
-    """
-    argv = [tool("flwr"), *args, "--format", "json"]
-    try:
-        out = subprocess.run(argv, env=tool_env(flwr_home), capture_output=True, text=True, timeout=timeout,
-                             stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise LaunchError(f"`flwr {' '.join(args)}` did not answer within {timeout:.0f} s") from None
-    text = out.stdout.strip()
-    start = text.find("{")
-    try:
-        doc = json.loads(text[start:]) if start >= 0 else None
-    except json.JSONDecodeError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise LaunchError(f"`flwr {' '.join(args)}` exited {out.returncode} without a JSON answer: "
-                          f"{(out.stderr or out.stdout).strip()[-800:]}")
-    if not doc.get("success", False):
-        raise LaunchError(f"`flwr {' '.join(args)}`: {str(doc.get('error-message', doc)).strip()[:800]}")
-    return doc
-
-
-def register_key(key: Path, *, flwr_home: Path, connection: str = CONNECTION) -> tuple[int | None, bool]:
-    """Register one device public key with the SuperLink: (node id, newly registered). A key registered before
-    (this SuperLink's database keeps them) is not an error: (None, False)."""
-    try:
-        doc = flwr_cli(["supernode", "register", str(key), connection], flwr_home=flwr_home)
-    except LaunchError as e:
-        text = str(e).lower()
-        if "already" in text and ("use" in text or "registered" in text):
-            return None, False
-        raise LaunchError(f"{key}: registration failed: {e}") from None
-    return int(doc["node-id"]), True
-
-
-@contextmanager
-def control_client(flwr_home: Path, connection: str = CONNECTION) -> Iterator[Any]:
-    """Flower's own Control API client for the `connection` in `flwr_home`, in this process.
-
-    Used for polling (a `flwr` CLI call costs ~2 s of CPU: too much every few seconds on a small server). It uses
-    flwr 1.41's CLI helpers (`flwr.cli.flower_config`, `flwr.cli.utils`), which read FLWR_HOME from the
-    environment: set for the duration of the call only.
-    """
-    import contextlib
-    import io
-
-    from flwr.cli.flower_config import read_superlink_connection
-    from flwr.cli.utils import init_http_client_from_connection
-
-    previous = os.environ.get("FLWR_HOME")
-    os.environ["FLWR_HOME"] = str(flwr_home)
-    client = None
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Using SuperLink: ..." every time
-            client = init_http_client_from_connection(read_superlink_connection(connection))
-        yield client
-    finally:
-        if client is not None:
-            client.close()
-        if previous is None:
-            os.environ.pop("FLWR_HOME", None)
-        else:
-            os.environ["FLWR_HOME"] = previous
-
-
-def list_nodes(*, flwr_home: Path, connection: str = CONNECTION) -> list[dict[str, Any]]:
-    """The SuperLink's registered nodes: [{"node-id": int, "status": registered/online/offline/unregistered}]."""
-    from flwr.proto.control_pb2 import ListNodesRequest
-
-    with control_client(flwr_home, connection) as client:
-        res = client.ListNodes(ListNodesRequest())
-    return [{"node-id": int(n.node_id), "status": str(n.status)} for n in res.nodes_info]
-
-
-def run_status(run_id: int, *, flwr_home: Path, connection: str = CONNECTION) -> str:
-    runs = flwr_cli(["list", connection, "--run-id", str(run_id)], flwr_home=flwr_home)["runs"]
-    return str(runs[0]["status"]) if runs else "unknown"
-
-
-# -- the lifecycle ----------------------------------------------------------------------------------------------------
-
-class SuperLink:
-    """`flower-superlink` with TLS and SuperNode authentication, started in `work_dir`, stopped by PID."""
-
-    def __init__(self, plan: ServerPlan, flwr_home: Path) -> None:
-        self.plan, self.flwr_home = plan, flwr_home
-        self.ca, self.cert, self.key = check_server_files(plan.certs)
-        self.process: ManagedProcess | None = None
-
-    def argv(self) -> list[str]:
-        p = self.plan
-        return [tool("flower-superlink"), "--host", p.host, "--port", str(p.port),
-                "--ssl-ca-certfile", str(self.ca.resolve()), "--ssl-certfile", str(self.cert.resolve()),
-                "--ssl-keyfile", str(self.key.resolve()), "--enable-supernode-auth",
-                "--database", str((p.work_dir / "superlink.db").resolve()),
-                "--disable-runtime-dependency-installation"]
-
-    def start(self) -> None:
-        log = self.plan.work_dir / "superlink.log"
-        self.process = ManagedProcess("superlink", self.argv(), env=tool_env(self.flwr_home), log_path=log,
-                                      cwd=self.plan.work_dir)
-        probe = "127.0.0.1" if self.plan.host in ("0.0.0.0", "127.0.0.1") else self.plan.host
-        probe = "::1" if self.plan.host == "::" else probe
-        try:
-            wait_for_port(probe, self.plan.port, timeout=self.plan.startup_timeout, alive=self.process.alive)
-        except (RuntimeError, TimeoutError) as e:
-            raise LaunchError(f"the SuperLink did not start: {e}; see {log}:\n{_tail(log)}") from None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def wait_for_online(expected: int, *, flwr_home: Path, timeout: float, say: Say,
-                    alive: Callable[[], bool], poll: float = 2.0) -> list[int]:
-    """Node ids once `expected` registered SuperNodes are online; LaunchError after `timeout` s (0 = never)."""
-    deadline = time.monotonic() + timeout if timeout > 0 else None
-    seen = -1
-    while True:
-        if not alive():
-            raise LaunchError("the SuperLink exited while waiting for devices")
-        online = [int(n["node-id"]) for n in list_nodes(flwr_home=flwr_home) if n["status"] == "online"]
-        if len(online) != seen:
-            seen = len(online)
-            say(f"devices online: {seen}/{expected}")
-        if len(online) >= expected:
-            return online
-        if deadline is not None and time.monotonic() > deadline:
-            raise LaunchError(f"only {len(online)} of {expected} devices came online within {timeout:.0f} s")
-        time.sleep(poll)
-
-
-@contextmanager
-def superlink_running(plan: ServerPlan, say: Say) -> Iterator[tuple[SuperLink, Path]]:
-    """A started, reachable SuperLink (and the FLWR_HOME holding its connection); stopped on exit, always."""
-    work = plan.work_dir
-    work.mkdir(parents=True, exist_ok=True)
-    flwr_home = resolve_flwr_home(plan.flwr_home, work, os.environ)
-    link = SuperLink(plan, flwr_home)
-    address = connect_address(plan.host, plan.port, link.cert)
-    write_connection(flwr_home, address, link.ca)
-    try:
-        link.start()
-        say(f"SuperLink ready on {plan.host}:{plan.port} (PID {link.process.pid if link.process else '?'}; "
-            f"connection {CONNECTION!r} = {address} in {flwr_home / 'config.toml'}; log {work / 'superlink.log'})")
-        yield link, flwr_home
-    finally:
-        link.stop()
-        say("SuperLink stopped")
 
 
 def serve(plan: ServerPlan, say: Say = print) -> RunOutcome:

@@ -31,9 +31,11 @@ from fedrec.server.release import Aggregate
 from fedrec.shared.config import RunConfig
 from fedrec.shared.protocol import State
 from fedrec.shared.secagg import wire
+from fedrec.shared.secagg.encoding import round_encoding
 from fedrec.shared.secagg.errors import SecAggAborted
-from fedrec.shared.secagg.protocol import SESSION_BYTES, AdvertisedKeys, SecAggServer
-from fedrec.shared.secagg.settings import round_encoding, unflatten_state
+from fedrec.shared.secagg.protocol import SESSION_BYTES, AdvertisedKeys
+from fedrec.shared.secagg.server import SecAggServer
+from fedrec.shared.secagg.vectors import unflatten_state
 
 log = logging.getLogger("fedrec.server")
 

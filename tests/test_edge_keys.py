@@ -23,15 +23,9 @@ from typer.testing import CliRunner
 
 from fedrec.cli.main import app as cli
 from fedrec.client.launch import ClientError, ClientPlan, check, node_config, prepare
-from fedrec.server.launch import (
-    COMPONENTS,
-    connect_address,
-    public_keys,
-    run_settings,
-    write_app,
-    write_connection,
-    write_run_config,
-)
+from fedrec.server.app_files import COMPONENTS, run_settings, write_app, write_run_config
+from fedrec.server.nodes import public_keys
+from fedrec.server.superlink import connect_address, write_connection
 from fedrec.shared.config import ConfigError, RunConfig
 from fedrec.shared.edge.node_keys import load_node_private_key, make_node_key, node_fingerprint
 from fedrec.shared.edge.processes import stop_tree

@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedrec.cli.main import app as cli
-from fedrec.server.launch import list_nodes
+from fedrec.server.flwr_control import list_nodes
 from fedrec.shared.data.synthetic import make_synthetic
 from fedrec.shared.edge.node_keys import make_node_key
 from fedrec.shared.edge.processes import free_port, stop_tree

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedrec.shared.secagg.errors import SecAggError
+
+if TYPE_CHECKING:  # only for the annotation: the encoding itself needs no configuration at run time
+    from fedrec.shared.config import RunConfig
 
 RING_BITS = (32, 64)
 # float64 represents integers exactly up to 2^53: larger per-coordinate bounds would make `rint` inexact.
@@ -120,6 +124,16 @@ class FixedPointEncoding:
         half = 1.0 / (2 * self.scale)
         return {"per_coordinate": clients * half, "l2": clients * half * math.sqrt(dim),
                 "clip_margin": self.clip_norm - self.input_clip_norm(dim), "step": 1.0 / self.scale}
+
+
+def round_encoding(cfg: RunConfig, max_clients: int) -> FixedPointEncoding:
+    """The encoding of one round, built the same way by the server and by every client, or their scales differ.
+
+    S is user-dp's clip norm (the same L2 bound DP-FedAvg accounts for; with secure aggregation a client clips to it
+    even without user-dp, because masking needs bounded inputs), `max_clients` the number of clients asked this
+    round, and the ring the run's `secagg.ring_bits`.
+    """
+    return FixedPointEncoding(clip_norm=cfg.user_dp.clip_norm, max_clients=max_clients, ring_bits=cfg.secagg.ring_bits)
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord
 
+from fedrec.shared.secagg.client import SecAggClient
 from fedrec.shared.secagg.errors import SecAggProtocolError
-from fedrec.shared.secagg.protocol import SESSION_BYTES, SecAggClient, SecAggServer, ShareKeysRequest, UnmaskRequest
+from fedrec.shared.secagg.protocol import SESSION_BYTES, ShareKeysRequest, UnmaskRequest
+from fedrec.shared.secagg.server import SecAggServer
 
 SESSION = bytes(range(SESSION_BYTES))
 

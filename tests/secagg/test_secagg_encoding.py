@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.mechanisms import clip_update
-from fedrec.shared.secagg.encoding import EncodingError, FixedPointEncoding, add
-from fedrec.shared.secagg.settings import flatten_state, round_encoding, unflatten_state
+from fedrec.shared.secagg.encoding import EncodingError, FixedPointEncoding, add, round_encoding
+from fedrec.shared.secagg.vectors import flatten_state, unflatten_state
 
 
 @pytest.mark.parametrize("bits", [32, 64])

@@ -11,7 +11,7 @@ from scipy import stats
 from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.secagg import crypto
 from fedrec.shared.secagg.encoding import FixedPointEncoding
-from fedrec.shared.secagg.protocol import self_mask
+from fedrec.shared.secagg.masks import self_mask
 
 N, D = 8, 4096
 P_UNIFORM = 1e-6  # chi-square: a uniform upload fails with probability 1e-6 per test; a plaintext one passes never

@@ -1,24 +1,14 @@
-"""How a run's settings and an adapter state map onto the protocol, identically on the server and the clients.
+"""An adapter state as one vector and back: what a client encodes and masks, and what the server decodes.
 
-* The encoding of a round: S = user-clip-norm (the same L2 bound DP-FedAvg accounts for; with secure
-  aggregation a client clips to it even without user-dp, because masking needs bounded inputs), the number of
-  clients asked this round as `max_clients`, and the ring size `secagg-ring-bits`.
-* The vector of a state: every tensor flattened in *sorted key order*, so the client's encoding and the
-  server's decoding agree whatever order the dictionaries were built in.
+Every tensor is flattened in *sorted key order*, so the client's vector and the server's reading of the sum agree
+whatever order the dictionaries were built in.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fedrec.shared.config import RunConfig
-from fedrec.shared.secagg.encoding import FixedPointEncoding
-
 State = dict[str, np.ndarray]
-
-
-def round_encoding(cfg: RunConfig, max_clients: int) -> FixedPointEncoding:
-    return FixedPointEncoding(clip_norm=cfg.user_dp.clip_norm, max_clients=max_clients, ring_bits=cfg.secagg.ring_bits)
 
 
 def flatten_state(state: State) -> np.ndarray:
