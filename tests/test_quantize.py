@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from typer.testing import CliRunner
 
-from fedrec.shared import quantize as q
+from fedrec.shared.model import quantize as q
 from fedrec.shared.config import RunConfig
 from fedrec.shared.model.build import build_model
 from fedrec.shared.model.recommender import Recommender, trainable_state
