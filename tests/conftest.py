@@ -12,10 +12,6 @@ from fedrec.shared.data.synthetic import make_synthetic
 from fedrec.shared.data.types import Catalog
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: takes several seconds (builds a wheel, starts a subprocess)")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_fedrec_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Point FEDREC_CACHE (catalog embedding tables) at a temporary folder, never at ~/.cache/fedrec."""

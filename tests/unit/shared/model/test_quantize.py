@@ -15,8 +15,8 @@ from scipy.stats import spearmanr
 from torch import nn
 from typer.testing import CliRunner
 
-from fedrec.shared.model import quantize as q
 from fedrec.shared.config import RunConfig
+from fedrec.shared.model import quantize as q
 from fedrec.shared.model.build import build_model
 from fedrec.shared.model.recommender import Recommender, trainable_state
 from fedrec.shared.model.scoring import score_users

@@ -179,7 +179,8 @@ def test_generated_app_is_a_valid_flower_app_with_the_run_config_defaults(tmp_pa
     assert ok, errors
     assert doc["tool"]["flwr"]["app"]["components"] == COMPONENTS
     assert doc["tool"]["flwr"]["app"]["config"] == RunConfig().to_nested()
-    repo = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    root = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+    repo = tomllib.loads((root / "pyproject.toml").read_text())
     assert repo["tool"]["flwr"]["app"]["components"] == COMPONENTS  # the same apps `flwr run .` starts
     assert sorted(p.name for p in (tmp_path / "app").iterdir()) == ["pyproject.toml"]  # nothing else in the FAB
 

@@ -10,7 +10,7 @@ import pytest
 
 from fedrec.shared.config import DEPRECATED, ConfigError, RunConfig, help_text, load_preset, preset_names
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file()) / "pyproject.toml"
 
 
 def test_from_mapping_accepts_dotted_nested_kebab_and_snake_case() -> None:

@@ -11,7 +11,8 @@ from fedrec.shared.data.hetrec import MAX_TAGS, load_hetrec
 from fedrec.shared.data.split import split_users
 from fedrec.shared.data.types import DataFormatError
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared/data/hetrec2011-lastfm-2k"
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+REAL = ROOT.parent / "shared/data/hetrec2011-lastfm-2k"
 
 ARTISTS = "id\tname\turl\tpictureURL\n10\tMetallica\thttp://a\thttp://b\n20\tDaft Punk\thttp://a\thttp://b\n" \
           "30\tBjörk\thttp://a\thttp://b\n"

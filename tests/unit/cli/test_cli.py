@@ -13,6 +13,7 @@ from fedrec.cli.main import app
 runner = CliRunner()
 
 
+@pytest.mark.e2e  # the shared Ray simulation (tests/conftest.py::sim_run)
 def test_recommend_prints_reasons(sim_run, tmp_path):
     """`fedrec recommend` ranks for a history file and gives 'because you played' reasons from that history."""
     _, run = sim_run
@@ -33,6 +34,7 @@ def test_recommend_prints_reasons(sim_run, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["bad.csv", "[bold]x:cd:y.csv"])
+@pytest.mark.e2e
 def test_recommend_bad_history_names_file_and_line(sim_run, tmp_path, name):
     """A malformed history file stops with exit code 2 and names the file and line, verbatim: a name with rich
     markup or an emoji code (hex fingerprints hold ':cd:') is printed as it is."""
@@ -44,6 +46,7 @@ def test_recommend_bad_history_names_file_and_line(sim_run, tmp_path, name):
     assert f"{name}:3" in result.output.replace("\n", "")
 
 
+@pytest.mark.e2e
 def test_recommend_prints_bracketed_artist_names(sim_run, tmp_path, monkeypatch):
     """Last.fm has an artist called "[unknown]": rich markup must not swallow it (it printed an empty cell)."""
     from types import SimpleNamespace
