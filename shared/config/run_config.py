@@ -44,8 +44,8 @@ def _key(section: str, name: str) -> str:
 FIELDS: dict[str, dataclasses.Field] = {
     _key(s, f.name): f for s, cls in SECTIONS.items() for f in fields(cls)
 }
-#: the pre-section flat key (kebab-case) -> its dotted key
-DEPRECATED: dict[str, str] = {f.metadata["old"]: key for key, f in FIELDS.items()}
+#: the pre-section flat key (kebab-case) -> its dotted key (fields added after the regrouping have none: old="")
+DEPRECATED: dict[str, str] = {f.metadata["old"]: key for key, f in FIELDS.items() if f.metadata["old"]}
 
 
 @dataclass(frozen=True)

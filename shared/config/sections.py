@@ -24,8 +24,9 @@ from typing import Any
 from fedrec.shared.errors import ConfigError
 
 
-def setting(default: Any, help: str, *, old: str, server_only: bool = False) -> Any:  # noqa: A002 - "help" reads best
-    """A section field with its help text, its pre-section flat key and whether devices need it."""
+def setting(default: Any, help: str, *, old: str = "", server_only: bool = False) -> Any:  # noqa: A002
+    """A section field with its help text, its pre-section flat key ("" for settings added after the regrouping)
+    and whether devices need it."""
     return field(default=default, metadata={"help": help, "old": old, "server_only": server_only})
 
 
