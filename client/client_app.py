@@ -1,6 +1,7 @@
 """The Flower ClientApp: one listener's device. Message handlers only; each job lives in its own module.
 
-train:    `client.train`: load the global adapter, train on this user's own history (DP-SGD with record-level
+train:    a release round (`client.statistics`): this device's clipped contribution to one statistic; else
+          `client.train`: load the global adapter, train on this user's own history (DP-SGD with record-level
           DP, `client.record_dp`), reply with the adapter *delta*, clipped under user-level DP; with secure
           aggregation reply with public keys only and keep the delta for the SecAgg+ stages
           (`client.secure_aggregation`, registered on this app as `train.secagg_*`).
@@ -16,10 +17,11 @@ from __future__ import annotations
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedrec.client import evaluation, secure_aggregation
+from fedrec.client import evaluation, secure_aggregation, statistics
 from fedrec.client import train as train_job
 from fedrec.client.setup import is_deployed, store_catalog
 from fedrec.shared.edge.node_order import partition_of
+from fedrec.shared.hybrid.statistics import is_release
 from fedrec.shared.privacy.canaries import canary_client_index
 from fedrec.shared.protocol import PARTITION_METRIC, QUERY_CANARY_CLIENTS, QUERY_CATALOG, QUERY_PARTITION, ROLE_METRIC
 
@@ -29,6 +31,8 @@ secure_aggregation.register(app)  # train.secagg_* stage handlers (SecAgg+), on 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    if is_release(msg.content["config"]):  # the release phase: a contribution to one statistic
+        return statistics.contribute(msg, context)
     return train_job.train(msg, context)
 
 

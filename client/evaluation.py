@@ -11,7 +11,7 @@ from flwr.app import Context, Message, RecordDict
 from fedrec.client.setup import deployed_state, is_deployed, read_setup
 from fedrec.shared.metrics import RankingMetrics
 from fedrec.shared.model.build import build_model, set_global_state
-from fedrec.shared.model.scoring import prepare_for_scoring, score_users
+from fedrec.shared.model.scoring import score_histories
 from fedrec.shared.protocol import metrics_to_record, peak_rss_mb
 
 log = logging.getLogger("fedrec.client")
@@ -29,8 +29,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     if split is not None and split.evaluated:  # a canary client (split None) has nothing to evaluate
         model = build_model(cfg, setup.catalog)
         set_global_state(model, setup.global_state)
-        prepare_for_scoring(model, setup.catalog, cfg)
-        scores = score_users(model, [split], setup.catalog, cfg)[0]
+        scores = score_histories(model, [split], setup.catalog, cfg, setup.released)[0]
         rng = np.random.default_rng([setup.seed, setup.server_round, setup.local_key])
         m.add_scores(scores, split.test_item, split.train_items, rng=rng)
     record = metrics_to_record(m, **{"eval-seconds": time.perf_counter() - t0, "peak-rss-mb": peak_rss_mb()})

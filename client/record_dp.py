@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from fedrec.client.device_state import DeviceState
 from fedrec.client.setup import RoundSetup, is_deployed
 from fedrec.shared.config import RunConfig
+from fedrec.shared.hybrid.statistics import StatisticSpec
 from fedrec.shared.model.recommender import Recommender
 from fedrec.shared.privacy import PrivacyBudgetExceeded, PrivacyLedger
 from fedrec.shared.privacy.canaries import RecordCanary
@@ -86,3 +87,12 @@ def decline(msg: Message, ledger: PrivacyLedger, cfg: RunConfig) -> Message:
     """
     declined = MetricRecord({DECLINED_METRIC: 1, RECORD_EPSILON_METRIC: record_epsilon(ledger, cfg)})
     return Message(RecordDict({"metrics": declined}), reply_to=msg)
+
+
+def charge_release(msg: Message, context: Context, setup: RoundSetup, spec: StatisticSpec) -> Message | None:
+    """Charge this device's record-level ledger for contributing to a release; the decline message if over budget.
+
+    Not wired yet: refuses, so no release can touch a device's records without being accounted.
+    """
+    raise ValueError("record-level accounting of releases is not implemented yet: run record_dp with "
+                     "hybrid.releases = \"\"")

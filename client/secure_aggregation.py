@@ -52,8 +52,8 @@ def _refuse(msg: Message, why: str) -> Message:
 def advertise(msg: Message, context: Context, cfg: RunConfig, delta: State, metrics: MetricRecord) -> Message:
     """Stage 0: clip and encode the delta, keep it in context.state, reply with public keys and `metrics`."""
     try:
-        session, max_clients = wire.round_setup_from(msg.content)
-        encoding = round_encoding(cfg, max_clients)
+        session, max_clients, clip_norm = wire.round_setup_from(msg.content)
+        encoding = round_encoding(cfg, max_clients, clip_norm)
         dim = int(sum(v.size for v in delta.values()))
         clipped, _ = clip_update(delta, clip_norm=encoding.input_clip_norm(dim))
         client, keys = SecAggClient.start(session=session, encoded=encoding.encode(flatten_state(clipped)),

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
@@ -34,7 +35,19 @@ from fedrec.shared.data.split import UserSplit, split_users
 from fedrec.shared.data.types import Catalog, DataFormatError
 from fedrec.shared.edge.catalog import catalog_from_bytes, catalog_sha256
 from fedrec.shared.privacy.canaries import canary_client_index
-from fedrec.shared.protocol import AUDIT_KEY, CATALOG_SHA256, DEVICE_STATE_ROOT, QUERY_CATALOG, State, record_to_state
+from fedrec.shared.protocol import (
+    AUDIT_KEY,
+    CATALOG_SHA256,
+    DEVICE_STATE_ROOT,
+    QUERY_CATALOG,
+    RELEASED,
+    RUN_ID,
+    SEED,
+    SERVER_ROUND,
+    State,
+    is_setting,
+    record_to_state,
+)
 
 log = logging.getLogger("fedrec.client")
 
@@ -55,6 +68,8 @@ class RoundSetup:
     seed: int
     run_id: str
     local_key: int  # per-node component of local seeds: the partition id, or a hash of a deployed device's id
+    released: State = field(default_factory=dict)  # the released statistics (evaluate messages; fedrec.shared.hybrid)
+    extra: dict[str, Any] = field(default_factory=dict)  # the message's other config keys (a release's parameters)
 
 
 def is_deployed(context: Context) -> bool:
@@ -135,14 +150,15 @@ def _device_key(subject: str) -> int:
 def read_setup(msg: Message, context: Context) -> RoundSetup:
     """Settings, data and the global adapter of a message."""
     config = dict(msg.content["config"])
-    server_round, seed = int(config.pop("server-round")), int(config.pop("seed"))
+    server_round, seed = int(config.pop(SERVER_ROUND)), int(config.pop(SEED))
     config.pop(AUDIT_KEY, None)  # this node's audit instructions, read by train()
     catalog_hash = str(config.pop(CATALOG_SHA256, ""))
-    run_id = str(config.pop("run-id", "")) or f"flower-run-{context.run_id}"
-    context.state["round"] = ConfigRecord({"run-id": run_id,
-                                           DEVICE_STATE_ROOT: str(config.pop(DEVICE_STATE_ROOT, ""))})
-    cfg = RunConfig.from_mapping({k: v for k, v in config.items() if "." in k}, source="server config")
+    run_id = str(config.pop(RUN_ID, "")) or f"flower-run-{context.run_id}"
+    context.state["round"] = ConfigRecord({RUN_ID: run_id, DEVICE_STATE_ROOT: str(config.pop(DEVICE_STATE_ROOT, ""))})
+    cfg = RunConfig.from_mapping({k: v for k, v in config.items() if is_setting(k)}, source="server config")
+    extra = {k: v for k, v in config.items() if not is_setting(k)}
     global_state = record_to_state(msg.content["arrays"])
+    released = record_to_state(msg.content[RELEASED]) if RELEASED in msg.content else {}
     if is_deployed(context):
         if not cfg.run.deployment_nodes:
             raise ValueError(f"this is a deployed device (node config {NODE_DATA_PATH}) but the server runs a "
@@ -152,7 +168,7 @@ def read_setup(msg: Message, context: Context) -> RoundSetup:
         catalog = _stored_catalog(deployed_state(context), catalog_hash)
         split = _own_split(context, catalog, catalog_hash, cfg)
         return RoundSetup(cfg, catalog, split, global_state, server_round, seed, run_id,
-                          _device_key(device_subject(context)))
+                          _device_key(device_subject(context)), released, extra)
     if cfg.run.deployment_nodes:
         raise ValueError(f"the server runs a deployed federation (deployment-nodes = {cfg.run.deployment_nodes}) but "
                          f"this node has no node config {NODE_DATA_PATH!r} (its own history file)")
@@ -161,7 +177,7 @@ def read_setup(msg: Message, context: Context) -> RoundSetup:
     # partitions after the users' are the run's audit canary clients (fedrec.shared.privacy.canaries): no user, no data
     canary = canary_client_index(partition, partitions, cfg.audit.canary_clients)
     split = None if canary is not None else fed.split_for(partition, partitions - cfg.audit.canary_clients)
-    return RoundSetup(cfg, fed.catalog, split, global_state, server_round, seed, run_id, partition)
+    return RoundSetup(cfg, fed.catalog, split, global_state, server_round, seed, run_id, partition, released, extra)
 
 
 def device_subject(context: Context) -> str:

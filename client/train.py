@@ -33,7 +33,8 @@ from fedrec.shared.train.local import train_local
 log = logging.getLogger("fedrec.client")
 
 
-def _reply(msg: Message, context: Context, cfg: RunConfig, delta: State, metrics: MetricRecord) -> Message:
+def reply_with(msg: Message, context: Context, cfg: RunConfig, delta: State, metrics: MetricRecord) -> Message:
+    """The train reply carrying `delta`: in the clear, or (secure aggregation) public keys only."""
     if cfg.secagg.enabled:  # the delta stays here, encoded in context.state; only public keys go back
         return secure_aggregation.advertise(msg, context, cfg, delta, metrics)
     return Message(RecordDict({"arrays": state_to_record(delta), "metrics": metrics}), reply_to=msg)
@@ -81,7 +82,7 @@ def train(msg: Message, context: Context) -> Message:
         values = {"train-seconds": time.perf_counter() - t0, "steps": 0, "peak-rss-mb": peak_rss_mb(),
                   CANARY_METRIC: 1, **({"num-examples": cfg.train.examples_per_user}
                                        if cfg.run.aggregation_weights == "examples" else {})}
-        return _reply(msg, context, cfg, delta, MetricRecord(values))
+        return reply_with(msg, context, cfg, delta, MetricRecord(values))
     deployed = is_deployed(context)
     cfg = device_budget(cfg, context) if cfg.record_dp.enabled else cfg
     subject = device_subject(context) if cfg.record_dp.enabled or deployed else ""
@@ -139,4 +140,4 @@ def _finish(msg: Message, context: Context, setup: RoundSetup, cfg: RunConfig, s
         store.save_adapter(setup.global_state, server_round=setup.server_round - 1)  # the global after round r-1
     elif store is not None and NODE_STATE_DIR in context.node_config:
         store.save_adapter(setup.global_state, server_round=setup.server_round - 1)
-    return _reply(msg, context, cfg, record.update, MetricRecord(record.metrics))
+    return reply_with(msg, context, cfg, record.update, MetricRecord(record.metrics))

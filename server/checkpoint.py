@@ -32,7 +32,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ import numpy as np
 from fedrec.shared.config import ConfigError, RunConfig
 from fedrec.shared.io import atomic_write_bytes, atomic_write_text
 from fedrec.shared.privacy.ledger import PrivacyLedger
-from fedrec.shared.run_dir import read_config, write_adapter, write_rows
+from fedrec.shared.run_dir import read_config, write_adapter, write_released, write_rows
 
 State = dict[str, np.ndarray]
 
@@ -71,6 +71,9 @@ class Checkpoint:
     audit_seed: int | None = None
     audit_seconds: float = 0.0
     initial_state: State | None = None  # the adapter before round 1 (the audit compares against it)
+    released: State = field(default_factory=dict)  # the statistics released so far (public; server.releases)
+    release_rows: list[dict[str, Any]] = field(default_factory=list)  # the release phase's rows
+    optimizer: State = field(default_factory=dict)  # the server optimizer's state (ServerOptimizer.state)
 
 
 def state_path(run: Path) -> Path:
@@ -97,7 +100,10 @@ def save_checkpoint(run: Path, ckpt: Checkpoint) -> Path:
     if ckpt.initial_state is not None:
         tensors.update({f"initial/{k}": np.ascontiguousarray(v, dtype=np.float32)
                         for k, v in ckpt.initial_state.items()})
-    doc = {f.name: getattr(ckpt, f.name) for f in fields(ckpt) if f.name not in ("global_state", "initial_state")}
+    tensors.update({f"released/{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.released.items()})
+    tensors.update({f"optimizer/{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.optimizer.items()})
+    doc = {f.name: getattr(ckpt, f.name) for f in fields(ckpt)
+           if f.name not in ("global_state", "initial_state", "released", "optimizer")}
     doc["record_epsilons"] = {str(k): float(v) for k, v in ckpt.record_epsilons.items()}
     doc["has_initial_state"] = ckpt.initial_state is not None
     meta = json.dumps(doc, sort_keys=True)
@@ -138,6 +144,8 @@ def load_checkpoint(run: Path) -> Checkpoint:
             global_state={k.removeprefix("global/"): v for k, v in tensors.items() if k.startswith("global/")},
             initial_state={k.removeprefix("initial/"): v for k, v in tensors.items() if k.startswith("initial/")}
             if has_initial else None,
+            released={k.removeprefix("released/"): v for k, v in tensors.items() if k.startswith("released/")},
+            optimizer={k.removeprefix("optimizer/"): v for k, v in tensors.items() if k.startswith("optimizer/")},
             **doc)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
@@ -145,13 +153,19 @@ def load_checkpoint(run: Path) -> Checkpoint:
 
 
 def publish(run: Path, ledger: PrivacyLedger | None, rounds: list[dict[str, Any]],
-            client_rows: list[dict[str, Any]], *, adapter: tuple[State, int] | None) -> None:
+            client_rows: list[dict[str, Any]], *, adapter: tuple[State, int] | None,
+            released: State | None = None, release_rows: list[dict[str, Any]] | None = None) -> None:
     """The run's public outputs as of the last checkpoint: the user-level ledger, the adapter (if a round
-    released one), the round and client rows. Called only after `save_checkpoint`, never before."""
+    released one), the released statistics, the round, release and client rows. Called only after
+    `save_checkpoint`, never before."""
     if ledger is not None and len(ledger):
         ledger.save(run / "ledger-user.json")
     if adapter is not None:
         write_adapter(run, *adapter)
+    if released:
+        write_released(run, released)
+    if release_rows:
+        write_rows(run, "releases", release_rows)
     if rounds:
         write_rows(run, "rounds", rounds)
         write_rows(run, "clients", client_rows)

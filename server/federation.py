@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedrec.server.calibration import resolve_noise
@@ -48,8 +48,9 @@ from fedrec.server.empirical_audit import ServerAudit, user_level_epsilon
 from fedrec.server.evaluation import evaluate
 from fedrec.server.node_order import NodeOrder, order_nodes
 from fedrec.server.privacy_report import write_run_report
-from fedrec.server.release import DpFedAvgRelease, MeanRelease, Release, apply_update
-from fedrec.server.round import PlainCollector, RoundOutcome, train_round
+from fedrec.server.release import DpFedAvgRelease, MeanRelease, Release, ServerOptimizer
+from fedrec.server.releases import declared_releases, release_kinds, run_release_phase
+from fedrec.server.round import PlainCollector, RoundOutcome, RoundTask, run_round
 from fedrec.server.sampling import Sampler
 from fedrec.server.secure_aggregation import SecureCollector
 from fedrec.shared.config import RunConfig
@@ -58,6 +59,7 @@ from fedrec.shared.model.build import build_model, initial_state
 from fedrec.shared.model.recommender import Recommender
 from fedrec.shared.protocol import (
     DEVICE_STATE_ROOT,
+    RELEASED,
     RUN_ID,
     SEED,
     SERVER_ROUND,
@@ -93,16 +95,23 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float = 120.0) -> list[in
 
 
 def messages(kind: str, nodes: list[int], state: State, cfg: RunConfig, server_round: int, run: Path,
-             per_node: dict[int, dict[str, str]] | None = None) -> list[Message]:
-    """One message per node: the global adapter, the settings a device needs and the round's keys.
+             per_node: dict[int, dict[str, str]] | None = None, *, released: State | None = None,
+             extra: dict[str, Any] | None = None) -> list[Message]:
+    """One message per node: `state` (the global adapter, or a release's public item list), the settings a device
+    needs and the round's keys.
 
-    `per_node`: extra config for some nodes, e.g. a node's audit instructions (server.empirical_audit).
+    `released`: the released statistics a device scores with (evaluate messages); `extra`: more config (a release's
+    public parameters); `per_node`: extra config for some nodes, e.g. a node's audit instructions
+    (server.empirical_audit).
     """
     content = {"arrays": state_to_record(state)}
+    if released:
+        content[RELEASED] = state_to_record(released)
     # run-id names the run in device reports; device-state-root is only a proposal (a device's own state-dir wins)
     root = Path(cfg.run.device_state_dir) if cfg.run.device_state_dir else run / "devices"
     config = {**cfg.client_view(), SERVER_ROUND: server_round, SEED: cfg.run.seed, RUN_ID: run.name,
               DEVICE_STATE_ROOT: str(root.resolve()), **message_config(cfg)}  # deployed run: + the catalog's hash
+    config.update(extra or {})
     return [Message(RecordDict({**content, "config": ConfigRecord({**config, **(per_node or {}).get(n, {})})}),
                     dst_node_id=n, message_type=kind) for n in nodes]
 
@@ -120,9 +129,12 @@ class Federation:
     sampler: Sampler
     release: Release
     audit: ServerAudit | None
+    optimizer: ServerOptimizer
     # state
     global_state: State
     initial_state: State
+    released: State = field(default_factory=dict)  # the statistics released so far (public, server.releases)
+    release_rows: list[dict[str, Any]] = field(default_factory=list)
     done: int = 0  # rounds completed
     succeeded: int = 0  # rounds that released an update
     adapter_round: int = 0  # round of the last released adapter (0: none yet)
@@ -173,7 +185,9 @@ class Federation:
                                             poisson=sampler.poisson) if cfg.user_dp.enabled else MeanRelease())
         fed = cls(cfg=cfg, run=run, catalog=pop.catalog, model=model, order=order,
                   users=audit.real_nodes if audit is not None else order.nodes, sampler=sampler, release=release,
-                  audit=audit, global_state=start_state, initial_state={k: v.copy() for k, v in start_state.items()})
+                  audit=audit, optimizer=ServerOptimizer(cfg.run.server_optimizer, cfg.run.server_learning_rate,
+                                                         cfg.run.server_momentum),
+                  global_state=start_state, initial_state={k: v.copy() for k, v in start_state.items()})
         if saved is None:
             save_checkpoint(run, fed.checkpoint())  # round 0: the secret generators' and the audit's starting state
         else:
@@ -188,6 +202,8 @@ class Federation:
                                   f"{identity}; user-level DP state {'present' if saved.user_dp else 'absent'})")
         self.done, self.adapter_round, self.succeeded = saved.round, saved.adapter_round, saved.succeeded
         self.rounds, self.client_rows, self.global_state = saved.rounds, saved.client_rows, saved.global_state
+        self.released, self.release_rows = dict(saved.released), list(saved.release_rows)
+        self.optimizer.restore(saved.optimizer)
         if saved.initial_state is not None:
             self.initial_state = saved.initial_state
         self.record_epsilons = {self.order.node(k): e for k, e in saved.record_epsilons.items()}
@@ -203,16 +219,29 @@ class Federation:
 
     # -- what every round uses ------------------------------------------------------------------------------
 
-    def messages(self, kind: str, nodes: list[int], server_round: int,
+    def messages(self, kind: str, nodes: list[int], server_round: int, *, payload: State | None = None,
+                 extra: dict[str, Any] | None = None,
                  per_node: dict[int, dict[str, str]] | None = None) -> list[Message]:
-        """This round's messages to `nodes` with the current global adapter (see `messages`)."""
-        return messages(kind, nodes, self.global_state, self.cfg, server_round, self.run, per_node=per_node)
+        """This round's messages to `nodes` (see `messages`): the global adapter unless `payload` is given, and the
+        released statistics with every evaluate message."""
+        return messages(kind, nodes, self.global_state if payload is None else payload, self.cfg, server_round,
+                        self.run, per_node=per_node, extra=extra,
+                        released=self.released if kind == MessageType.EVALUATE else None)
 
-    def collector(self, server_round: int, sampled: list[int]) -> PlainCollector | SecureCollector:
+    def adapter_task(self, server_round: int) -> RoundTask:
+        """An adapter round: the sampled devices train on the current global adapter (server.round)."""
+        sampled = self.sampler.sample(self.nodes, server_round)
+        return RoundTask(phase="train", nodes=sampled, template=self.global_state, payload=self.global_state,
+                         release=self.release,
+                         clip_norm=self.cfg.user_dp.clip_norm if self.cfg.user_dp.enabled else None,
+                         weighted=self.cfg.run.aggregation_weights == "examples",
+                         per_node=self.audit.train_config(sampled) if self.audit is not None else None)
+
+    def collector(self, task: RoundTask, server_round: int) -> PlainCollector | SecureCollector:
         """How this round's contributions reach the server: in the clear, or only as a secure sum."""
         if self.cfg.secagg.enabled:
-            return SecureCollector(self.cfg, server_round, sampled)
-        return PlainCollector(self, server_round, sampled)
+            return SecureCollector(self.cfg, server_round, task.nodes, clip_norm=task.clip_norm)
+        return PlainCollector(task)
 
     def would_exceed_budget(self) -> bool:
         return self.user_dp is not None and self.user_dp.would_exceed_budget()
@@ -225,18 +254,24 @@ class Federation:
     def apply(self, outcome: RoundOutcome, server_round: int) -> None:
         """The round's released update moves the global adapter (nothing else is applied, ever)."""
         if outcome.update is not None:
-            self.global_state = apply_update(self.global_state, outcome.update, self.cfg.run.server_learning_rate)
+            self.global_state = self.optimizer.step(self.global_state, outcome.update)
             self.succeeded += 1
             self.adapter_round = server_round
         self.record_epsilons.update(outcome.record_epsilons)
 
-    def commit(self, outcome: RoundOutcome, server_round: int, t0: float) -> None:
+    def apply_release(self, outcome: RoundOutcome, released: State) -> None:
+        """A release's public tensors join the released statistics (server.releases)."""
+        self.released.update(released)
+        self.record_epsilons.update(outcome.record_epsilons)
+
+    def commit(self, outcome: RoundOutcome, server_round: int, t0: float, *, release: bool = False) -> None:
         """The round's rows, then the checkpoint, then the public outputs (never the other way round)."""
         outcome.row["wall_seconds"] = round(time.perf_counter() - t0, 3)
         outcome.row["server_peak_rss_mb"] = round(peak_rss_mb(), 1)
-        self.rounds.append(outcome.row)
+        (self.release_rows if release else self.rounds).append(outcome.row)
         self.client_rows.extend(self.order.annotate(r) for r in outcome.client_rows)
-        self.done = server_round
+        if not release:
+            self.done = server_round
         # Checkpoint BEFORE the round's public outputs (server.checkpoint): a kill between the two re-publishes
         # this round on resume; the other order would release it twice with fresh noise and count it once.
         save_checkpoint(self.run, self.checkpoint())
@@ -259,11 +294,13 @@ class Federation:
                           identity="partition" if self.order.by_partition else "node-id", user_dp=user_dp,
                           audit_seed=self.audit.secret_seed if self.audit is not None else None,
                           audit_seconds=self.audit.seconds if self.audit is not None else 0.0,
-                          initial_state=self.initial_state if self.audit is not None else None)
+                          initial_state=self.initial_state if self.audit is not None else None,
+                          released=self.released, release_rows=self.release_rows,
+                          optimizer=self.optimizer.state())
 
     def publish(self, *, adapter: tuple[State, int] | None) -> None:
         publish(self.run, self.user_dp.ledger if self.user_dp is not None else None, self.rounds, self.client_rows,
-                adapter=adapter)
+                adapter=adapter, released=self.released, release_rows=self.release_rows)
 
     # -- end ------------------------------------------------------------------------------------------------
 
@@ -283,7 +320,8 @@ class Federation:
                              record_epsilons=list(self.record_epsilons.values()),
                              rounds_without_release=tuple(r["round"] for r in rounds
                                                           if str(r.get("status", "")).startswith("aborted")),
-                             secure_rounds=[r for r in rounds if "secagg_ring_bits" in r])
+                             secure_rounds=[r for r in rounds if "secagg_ring_bits" in r],
+                             releases=tuple(declared_releases(self.cfg, len(self.catalog))))
         mark_finished(self.run, rounds=self.done)  # deletes the checkpoint's secrets: a finished run cannot resume
 
 
@@ -299,6 +337,8 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
                    "adapter_params": int(sum(v.size for v in fed.global_state.values())),
                    "adapter_bytes": state_bytes(fed.global_state),
                    "resumed_after_round": fed.done if resume is not None else None})
+    if fed.done == 0 and release_kinds(fed.cfg):
+        run_release_phase(grid, fed, emit)
     for server_round in range(fed.done + 1, fed.cfg.run.rounds + 1):
         if fed.would_exceed_budget():
             log.warning("round %d: stopping, the next release would exceed user_dp.epsilon_max %.3g",
@@ -307,15 +347,14 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
                            "train_loss": float("nan"), "wall_seconds": 0.0})
             break
         t0 = time.perf_counter()
-        outcome = train_round(grid, fed, server_round)
+        outcome = run_round(grid, fed, server_round, fed.adapter_task(server_round))
         fed.apply(outcome, server_round)
         if fed.evaluate_now(server_round):
             outcome.row.update(evaluate(grid, fed, server_round, outcome.client_rows))
         fed.commit(outcome, server_round, t0)
         emit("round", outcome.row)
     fed.finish()
-    if fed.succeeded == 0:
+    if fed.succeeded == 0 and not (fed.released and fed.cfg.run.rounds == 0):
         raise AllRoundsFailed(f"all {fed.cfg.run.rounds} rounds failed; see {fed.run / 'clients.csv'}")
     emit("done", {"run_dir": str(fed.run), "rounds": fed.rounds})
     return fed.run
-

@@ -23,6 +23,7 @@ from fedrec.shared.privacy.report import (
     sign_report,
     write_report,
 )
+from fedrec.shared.privacy.report.inputs import ReleaseInputs
 from fedrec.shared.privacy.report.render import write_rendered
 
 REPORT = "privacy-report.json"
@@ -74,7 +75,8 @@ def secure_aggregation_scope(cfg: RunConfig,
 def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, rounds_run: int,
                      record_epsilons: list[float], rounds_without_release: Sequence[int] = (),
                      secure_rounds: Sequence[Mapping[str, Any]] = (),
-                     empirical_audit: Mapping[str, Any] | None = None) -> Path:
+                     empirical_audit: Mapping[str, Any] | None = None,
+                     releases: tuple[ReleaseInputs, ...] = ()) -> Path:
     """Build, sign and write `privacy-report.json` (+ .md/.html/.png) into the run directory.
 
     `rounds_without_release`: rounds that released nothing (secure aggregation aborted); `secure_rounds`: the
@@ -110,6 +112,7 @@ def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, r
                                           rng=RNG_DESCRIPTION),
             sampling=sampling, delta=dp.delta, rounds_run=rounds_run,
             rounds_without_release=tuple(rounds_without_release),
+            releases=tuple(r for r in releases if r.noise_multiplier > 0),
         )
     report = build_run_report(
         run_id=run.name, scope=scope, user_level=user_level,

@@ -99,8 +99,26 @@ class DpFedAvgRelease:
         denominator = self.sample_rate * self.population if self.poisson else max(sampled, 1)
         self.ledger.record_user_level_release(round=server_round, noise_multiplier=self.noise_multiplier,
                                               sample_rate=self.sample_rate if self.poisson else None,
-                                              clip_norm=self.clip_norm, clients_aggregated=agg.contributors)
+                                              clip_norm=self.clip_norm, clients_aggregated=agg.contributors,
+                                              release="adapter")
         return {k: (v / denominator).astype(np.float32) for k, v in noisy.items()}
+
+    def release_statistic(self, agg: Aggregate, template: State, *, name: str, noise_multiplier: float,
+                          sensitivity: float, server_round: int) -> State | None:
+        """A statistic's noisy *sum* (every user asked: no amplification), one Gaussian event in the ledger.
+
+        None (no release, no entry) if secure aggregation aborted. Adding or removing one user changes the sum by
+        at most `sensitivity` (each contribution is clipped to it), so N(0, (z * sensitivity)^2) per coordinate
+        is the Gaussian mechanism with noise multiplier z.
+        """
+        if agg.aborted:
+            return None
+        total = agg.total if agg.total is not None else {k: np.zeros(np.shape(v)) for k, v in template.items()}
+        noisy = add_gaussian_noise(total, std=noise_multiplier * sensitivity, rng=self._noise)
+        self.ledger.record_user_level_release(round=server_round, noise_multiplier=noise_multiplier,
+                                              sample_rate=None, clip_norm=sensitivity,
+                                              clients_aggregated=agg.contributors, release=name)
+        return noisy
 
     def secret_state(self) -> dict[str, Any]:
         """The ledger and the noise generator's state (PCG64 can be stepped backwards: it reveals past noise)."""
@@ -116,7 +134,27 @@ class DpFedAvgRelease:
         self._noise.bit_generator.state = dict(state["noise"])
 
 
-Release = MeanRelease | DpFedAvgRelease
+class StatisticRelease:
+    """A statistic's released sum: noisy under user-level DP (`DpFedAvgRelease.release_statistic`), exact without."""
+
+    def __init__(self, name: str, dp: DpFedAvgRelease | None, *, noise_multiplier: float,
+                 sensitivity: float) -> None:
+        self.name = name
+        self.dp = dp
+        self.noise_multiplier = noise_multiplier
+        self.sensitivity = sensitivity
+
+    def release(self, agg: Aggregate, template: State, *, sampled: int, server_round: int) -> State | None:
+        if self.dp is not None:
+            return self.dp.release_statistic(agg, template, name=self.name, noise_multiplier=self.noise_multiplier,
+                                             sensitivity=self.sensitivity, server_round=server_round)
+        if agg.aborted:
+            return None
+        total = agg.total if agg.total is not None else {k: np.zeros(np.shape(v)) for k, v in template.items()}
+        return {k: np.asarray(v, dtype=np.float64) for k, v in total.items()}
+
+
+Release = MeanRelease | DpFedAvgRelease | StatisticRelease
 
 
 def weighted_sum(deltas: list[State], weights: list[float]) -> tuple[State, float]:
@@ -147,3 +185,48 @@ def weighted_mean(deltas: list[State], weights: list[float]) -> State:
 def apply_update(global_state: State, update: State, server_lr: float) -> State:
     """global + server_lr * update, per tensor, in float32."""
     return {k: (v + server_lr * update[k]).astype(np.float32) for k, v in global_state.items()}
+
+
+class ServerOptimizer:
+    """How a released mean update moves the global adapter (`run.server_optimizer`).
+
+    `sgd`: global += lr * update (FedAvg). `momentum`: m = beta m + update; global += lr * m (FedAvgM, Hsu et al.
+    2019): under DP the noise of successive releases partly cancels in m while the signal adds up. `adam`: FedAdam
+    (Reddi et al. 2021) on the update as a pseudo-gradient. Every step is post-processing of released values, so
+    its state costs no privacy; it is checkpointed (`state`/`restore`) so a resumed run continues exactly.
+    """
+
+    def __init__(self, kind: str, lr: float, momentum: float = 0.9, beta2: float = 0.99, eps: float = 1e-3) -> None:
+        if kind not in ("sgd", "momentum", "adam"):
+            raise ValueError(f"run.server_optimizer must be 'sgd', 'momentum' or 'adam', found {kind!r}")
+        self.kind, self.lr, self.beta1, self.beta2, self.eps = kind, lr, momentum, beta2, eps
+        self.m: State = {}
+        self.v: State = {}
+        self.steps = 0
+
+    def step(self, global_state: State, update: State) -> State:
+        if self.kind == "sgd":
+            return apply_update(global_state, update, self.lr)
+        self.steps += 1
+        for k, u in update.items():
+            u64 = np.asarray(u, dtype=np.float64)
+            self.m[k] = self.beta1 * self.m.get(k, np.zeros_like(u64)) + (1 - self.beta1 if self.kind == "adam"
+                                                                       else 1.0) * u64
+            if self.kind == "adam":
+                self.v[k] = self.beta2 * self.v.get(k, np.zeros_like(u64)) + (1 - self.beta2) * u64**2
+        if self.kind == "momentum":
+            step = self.m
+        else:
+            step = {k: self.m[k] / (np.sqrt(self.v[k]) + self.eps) for k in self.m}
+        return {k: (v + self.lr * step[k]).astype(np.float32) for k, v in global_state.items()}
+
+    def state(self) -> State:
+        out = {f"m/{k}": v.astype(np.float32) for k, v in self.m.items()}
+        out.update({f"v/{k}": v.astype(np.float32) for k, v in self.v.items()})
+        out["steps"] = np.array([self.steps], dtype=np.float32)
+        return out
+
+    def restore(self, state: State) -> None:
+        self.m = {k[2:]: np.asarray(v, dtype=np.float64) for k, v in state.items() if k.startswith("m/")}
+        self.v = {k[2:]: np.asarray(v, dtype=np.float64) for k, v in state.items() if k.startswith("v/")}
+        self.steps = int(np.asarray(state.get("steps", [0]))[0])

@@ -1,33 +1,36 @@
-"""One training round, as a sequence: sample -> broadcast -> collect -> aggregate -> release.
+"""One round, as a sequence: ask -> broadcast -> collect -> aggregate -> release.
 
-`train_round` asks the sampled nodes to train on the current global adapter and turns their replies into one
-`RoundOutcome`: the released update (or None), the round's row for rounds.json and one row per client message.
-Every privacy layer is a component of the run (`server.federation.Federation`), used here through one entry
-point each, never a branch on a flag:
+A round runs one `RoundTask`: what the devices compute and how its sum becomes a released value. There are two:
 
-- `sampler.sample` (server.sampling): who is asked;
-- `audit.train_config` (server.empirical_audit): the extra instructions of canary hosts and canary clients;
-- the collector (`PlainCollector` here, or `server.secure_aggregation.SecureCollector`): what the server sees of
-  each reply and how the round's sum is formed;
-- `release.release` (server.release): the sum becomes the mean update, with noise and a ledger entry under
-  user-level DP.
+- the adapter task (`Federation.adapter_task`): sampled devices train on the current global adapter and send
+  their deltas; the release is the (noisy) mean update;
+- a release task (`server.releases`): every device sends its contribution to one statistic (popularity,
+  co-occurrence, text cross); the release is the (noisy) sum.
+
+`run_round` turns the replies into one `RoundOutcome`: the released value (or None), the round's row for
+rounds.json and one row per client message. Every privacy layer is a component used through one entry point,
+never a branch on a flag: the task's node list (`server.sampling` for the adapter), the audit's per-node
+instructions (`server.empirical_audit`), the collector (`PlainCollector` here, or
+`server.secure_aggregation.SecureCollector`: what the server sees of each reply and how the sum is formed) and the
+task's release (`server.release`: noise and a ledger entry under user-level DP).
 
 What a reply can be: an error (a dropout), a decline (the device's record-level budget is spent: also a
-dropout, counted apart), or a contribution. A plain contribution is a delta the server checks against the global
-adapter's layout and, under user-level DP, clips to S itself (the device clipped it already; the server enforces
-the bound the accountant assumes). A secure contribution is public keys only; the sum comes later.
+dropout, counted apart), or a contribution. A plain contribution is checked against the task's layout and clipped
+by the server to the task's bound (the device clipped it already; the server enforces the bound the accountant
+assumes). A secure contribution is public keys only; the sum comes later.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import Message, MessageType
 
-from fedrec.server.release import Aggregate, weighted_sum
+from fedrec.server.release import Aggregate, Release, weighted_sum
 from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.protocol import (
     DECLINED_METRIC,
@@ -45,8 +48,31 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class RoundTask:
+    """What one round asks of the devices and how its sum is released.
+
+    `template`: the layout of one contribution (the global adapter, or a zero statistic); `payload`: the arrays
+    every message carries (the global adapter, or a release's public item list); `config`: extra message config
+    (a release's public parameters); `clip_norm`: the L2 bound the server enforces on plain uploads and scales
+    the secure encoding to (None: no bound, a non-private adapter round); `per_node`: extra config per node (the
+    audit's instructions).
+    """
+
+    phase: str  # "train" or "release:<kind>"
+    nodes: list[int]
+    template: State
+    payload: State
+    release: Release
+    config: dict[str, Any] = field(default_factory=dict)
+    clip_norm: float | None = None
+    weighted: bool = False  # aggregation by example counts (non-private adapter rounds only)
+    outer: bool = False  # combine contributions as sum x x^T (upper triangle) instead of sum x (no privacy layer)
+    per_node: dict[int, dict[str, str]] | None = None
+
+
+@dataclass
 class RoundOutcome:
-    """What one round produced: the update to apply (None: nothing released) and its public rows."""
+    """What one round produced: the released value (None: nothing released) and its public rows."""
 
     update: State | None
     row: dict[str, Any]
@@ -55,21 +81,22 @@ class RoundOutcome:
 
 
 class PlainCollector:
-    """Deltas in the clear: the server checks each one, clips it under user-level DP, and sums them itself."""
+    """Contributions in the clear: the server checks each one, bounds it, and sums them itself."""
 
-    def __init__(self, fed: Federation, server_round: int, sampled: list[int]) -> None:
-        self.clip_norm = fed.cfg.user_dp.clip_norm if fed.cfg.user_dp.enabled else None
-        self.weighted = fed.cfg.run.aggregation_weights == "examples"
+    def __init__(self, task: RoundTask) -> None:
+        self.clip_norm = task.clip_norm
+        self.weighted = task.weighted
+        self.outer = task.outer
         self.deltas: list[State] = []
         self.weights: list[float] = []
         self.losses: list[float] = []
         self.tokens = 0
 
     def attach(self, messages: list[Message]) -> None:
-        """Nothing to add to the train messages."""
+        """Nothing to add to the messages."""
 
     def add(self, node: int, reply: Message, template: State) -> dict[str, Any]:
-        """Check, bound and add one reply's delta; returns its client row fields. KeyError/ValueError if bad."""
+        """Check, bound and keep one reply's contribution; returns its client row fields. KeyError/ValueError if bad."""
         delta = record_to_state(reply.content["arrays"])
         check_delta(delta, template)
         m = reply.content.get("metrics") or {}
@@ -86,27 +113,40 @@ class PlainCollector:
         """The round's aggregate, extra round-row figures and extra client rows (none for a plain round)."""
         if not self.deltas or sum(self.weights) <= 0:
             return Aggregate(None, 0.0, len(self.deltas)), {}, []
+        if self.outer:  # a factored statistic: the server forms the Gram of the contributions itself
+            return Aggregate(outer_sum(self.deltas), float(len(self.deltas)), len(self.deltas)), {}, []
         total, weight = weighted_sum(self.deltas, self.weights)
         return Aggregate(total, weight, len(self.deltas)), {}, []
 
 
-def train_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
-    """Run one training round of `fed` on `grid`; nothing is applied or published here."""
+def outer_sum(parts: list[State]) -> State:
+    """{name: upper triangle (diagonal included) of sum_i x_i x_i^T} for every tensor name of the parts."""
+    out: State = {}
+    for key in parts[0]:
+        x = np.stack([np.asarray(p[key], dtype=np.float64).ravel() for p in parts])  # (n, h)
+        gram = x.T @ x
+        out[key] = gram[np.triu_indices(gram.shape[0])]
+    return out
+
+
+Collector = Callable[[RoundTask, int], Any]  # (task, server round) -> PlainCollector | SecureCollector
+
+
+def run_round(grid: Grid, fed: Federation, server_round: int, task: RoundTask) -> RoundOutcome:
+    """Run one round of `task` on `grid`; nothing is applied or published here."""
     t0 = time.perf_counter()
-    template = fed.global_state
-    sampled = fed.sampler.sample(fed.nodes, server_round)
-    messages = fed.messages(MessageType.TRAIN, sampled, server_round,
-                            per_node=fed.audit.train_config(sampled) if fed.audit is not None else None)
-    collector = fed.collector(server_round, sampled)
+    messages = fed.messages(MessageType.TRAIN, task.nodes, server_round, payload=task.payload, extra=task.config,
+                            per_node=task.per_node)
+    collector = fed.collector(task, server_round)
     collector.attach(messages)
-    replies = list(grid.send_and_receive(messages)) if sampled else []
-    down = state_bytes(template)
+    replies = list(grid.send_and_receive(messages)) if task.nodes else []
+    down = state_bytes(task.payload)
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
     declined, rss, eps = 0, [], {}
     for reply in replies:
         node = reply.metadata.src_node_id
-        row = {"round": server_round, "node": node, "phase": "train", "bytes_down": down}
+        row = {"round": server_round, "node": node, "phase": task.phase, "bytes_down": down}
         if reply.has_error():
             failures.append(reply.error.reason)
             rows.append({**row, "bytes_up": 0, "status": f"error: {reply.error.reason[:200]}"})
@@ -119,38 +159,39 @@ def train_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
             rows.append({**row, "bytes_up": 0, "status": "declined: device privacy budget"})
             continue
         try:
-            fields = collector.add(node, reply, template)
+            fields = collector.add(node, reply, task.template)
         except (KeyError, ValueError) as e:
             failures.append(f"node {node}: bad reply: {e}")
             rows.append({**row, "bytes_up": 0, "status": f"rejected: {e}"})
             continue
         rss.append(float(m["peak-rss-mb"]))
         rows.append({**row, "seconds": float(m["train-seconds"]), **fields})
-    failures += [f"node {n}: no reply" for n in set(sampled) - {r.metadata.src_node_id for r in replies}]
-    aggregate, info, extra_rows = collector.finish(grid, template)
+    failures += [f"node {n}: no reply" for n in set(task.nodes) - {r.metadata.src_node_id for r in replies}]
+    aggregate, info, extra_rows = collector.finish(grid, task.template)
     rows.extend(extra_rows)
     failures += info.pop("failures", [])
     for f in failures:
-        fed.log.warning("round %d: %s", server_round, f)
+        fed.log.warning("round %d (%s): %s", server_round, task.phase, f)
     if aggregate.aborted:
         # Too few clients survived to unmask the sum: nothing is released, nothing enters the user-level
         # ledger (record-level spend on the devices stays counted: they trained).
         fed.log.warning("round %d: secure aggregation aborted, nothing released: %s", server_round, aggregate.aborted)
-    update = fed.release.release(aggregate, template, sampled=len(sampled), server_round=server_round)
+    update = task.release.release(aggregate, task.template, sampled=len(task.nodes), server_round=server_round)
     train_s = time.perf_counter() - t0
     updates = aggregate.contributors
     status = "ok" if updates else ("noise only" if update is not None else "failed")
     out: dict[str, Any] = {
         "round": server_round,
+        "phase": task.phase,
         "status": f"aborted: {aggregate.aborted}" if aggregate.aborted else status,
-        "sampled": len(sampled),
+        "sampled": len(task.nodes),
         "updates": updates,
         "failed": len(failures),
         "declined": declined,
         "train_seconds": round(train_s, 3),
         "client_updates_per_s": round(updates / train_s, 4) if train_s > 0 else 0.0,
         "bytes_down_per_client": down,
-        "bytes_up_per_client": down,
+        "bytes_up_per_client": state_bytes(task.template),
         "train_loss": float(np.mean(collector.losses)) if collector.losses else float("nan"),
         "grad_tokens_per_s": round(collector.tokens / train_s, 1) if train_s > 0 else 0.0,
         "client_peak_rss_mb": max(rss) if rss else float("nan"),

@@ -88,15 +88,15 @@ class SecureSum:
 class SecureRound:
     """One round's secure aggregation: the setup sent with the train messages, then the remaining stages."""
 
-    def __init__(self, cfg: RunConfig, server_round: int, max_clients: int) -> None:
+    def __init__(self, cfg: RunConfig, server_round: int, max_clients: int, clip_norm: float | None = None) -> None:
         self.cfg = cfg
         self.server_round = server_round
         self.session = secrets.token_bytes(SESSION_BYTES)
-        self.encoding = round_encoding(cfg, max(1, max_clients))
+        self.encoding = round_encoding(cfg, max(1, max_clients), clip_norm)
 
     def attach(self, messages: list[Message]) -> None:
         """Add the round setup to the train messages (same session and encoding for every client)."""
-        setup = wire.round_setup_to_record(self.session, self.encoding.max_clients)
+        setup = wire.round_setup_to_record(self.session, self.encoding.max_clients, self.encoding.clip_norm)
         for m in messages:
             m.content[wire.RECORD] = ConfigRecord(dict(setup))
 
@@ -184,8 +184,8 @@ class SecureCollector:
     The same entry points as `server.round.PlainCollector`; the server never holds an individual delta.
     """
 
-    def __init__(self, cfg: RunConfig, server_round: int, sampled: list[int]) -> None:
-        self.round = SecureRound(cfg, server_round, max_clients=len(sampled))
+    def __init__(self, cfg: RunConfig, server_round: int, sampled: list[int], clip_norm: float | None = None) -> None:
+        self.round = SecureRound(cfg, server_round, max_clients=len(sampled), clip_norm=clip_norm)
         self.advertised: dict[int, AdvertisedKeys] = {}
         self.losses: list[float] = []  # no loss travels under secure aggregation
         self.tokens = 0

@@ -11,6 +11,11 @@ Server -> device, "train" or "evaluate":
                             DEVICE_STATE_ROOT (a proposed root for simulated devices' state directories; a device's
                             own `state-dir` node setting wins); CATALOG_SHA256 in a deployed run; AUDIT_KEY for a
                             node with audit instructions.
+    "released": ArrayRecord the statistics released so far (evaluate messages of a run with releases; see
+                            `fedrec.shared.hybrid`), which the device's hybrid scorer combines with its history
+A release round's "train" message carries a release's public item list in "arrays" and its parameters in
+    the config (keys starting "release-", `fedrec.shared.hybrid.statistics`); the reply's "arrays" hold the
+    device's clipped contribution.
 Device -> server, train reply:
     "arrays": ArrayRecord   the adapter *delta* (local minus global), float32, same keys as sent
     "metrics": MetricRecord train-seconds, steps, peak-rss-mb; without DP (or with run.dp_diagnostics) also
@@ -45,6 +50,9 @@ from flwr.app import Array, ArrayRecord, MetricRecord
 from fedrec.shared.metrics import RankingMetrics
 
 State = dict[str, np.ndarray]  # parameter name -> float32 array
+
+#: the RecordDict key of the released statistics an evaluate message carries (an ArrayRecord)
+RELEASED = "released"
 
 # -- round keys of a train/evaluate message's config (no dot: never confused with a setting) -------------------
 SERVER_ROUND = "server-round"

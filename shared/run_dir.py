@@ -91,6 +91,26 @@ def read_adapter(path: Path) -> dict[str, np.ndarray]:
     return dict(load_file(str(path)))
 
 
+RELEASED = "released.safetensors"
+
+
+def write_released(run: Path, released: dict[str, np.ndarray]) -> None:
+    """The released statistics (public: post-processed noisy sums, `fedrec.shared.hybrid`) next to the adapter."""
+    from safetensors.numpy import save
+
+    data = save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in released.items()},
+                metadata={"format": "fedrec-released-v1"})
+    atomic_write_bytes(run / RELEASED, data)
+
+
+def read_released(run: Path) -> dict[str, np.ndarray]:
+    """The run's released statistics, {} if it released none (a LoRA-only run, or one from before releases)."""
+    from safetensors.numpy import load_file
+
+    path = Path(run) / RELEASED
+    return dict(load_file(str(path))) if path.is_file() else {}
+
+
 def write_rows(run: Path, stem: str, rows: list[dict[str, Any]]) -> None:
     """rows -> `stem`.json and `stem`.csv (columns: the union of keys, in first-seen order)."""
     atomic_write_text(run / f"{stem}.json", json.dumps(rows, indent=1))

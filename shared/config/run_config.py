@@ -23,6 +23,7 @@ from fedrec.shared.config.sections import (
     AuditConfig,
     DataConfig,
     EvalConfig,
+    HybridConfig,
     ModelConfig,
     RecordDpConfig,
     RunSection,
@@ -58,6 +59,7 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     record_dp: RecordDpConfig = field(default_factory=RecordDpConfig)
     user_dp: UserDpConfig = field(default_factory=UserDpConfig)

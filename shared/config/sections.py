@@ -72,6 +72,8 @@ class ModelConfig(Section):
     lora_rank: int = setting(8, "LoRA rank r", old="lora-rank")
     lora_alpha: float = setting(16.0, "LoRA alpha (scaling = alpha / r)", old="lora-alpha")
     lora_targets: str = setting("", "comma-separated module names; empty = auto (q/v)", old="lora-targets")
+    lora_layers: int = setting(0, "LoRA on the last N transformer layers only (0 = every layer)")
+    lora_freeze_a: bool = setting(False, "train LoRA's B only, A fixed at its seeded start (FFA-LoRA)")
     head: bool = setting(True, "trainable d x d user-side projection", old="head")
     item_bias: bool = setting(True, "trainable per-item bias", old="item-bias")
     temperature: float = setting(0.05, "softmax temperature on cosine scores", old="temperature")
@@ -86,6 +88,7 @@ class ModelConfig(Section):
         for key in ("lora_rank", "history_tokens", "item_tokens"):
             self._check(getattr(self, key) >= 1, key, "must be >= 1")
         self._check(self.prompt_tags >= 0, "prompt_tags", "must be >= 0")
+        self._check(self.lora_layers >= 0, "lora_layers", "must be >= 0 (0 = every layer)")
         self._check(self.temperature > 0, "temperature", "must be > 0")
         self._check(self.item_tower in ("frozen", "shared-lora"), "item_tower", "must be 'frozen' or 'shared-lora'")
         self._check(self.history_order in ("weight", "recent"), "history_order", "must be 'weight' or 'recent'")
@@ -115,6 +118,84 @@ class TrainConfig(Section):
             self._check(getattr(self, key) >= 1, key, "must be >= 1")
         self._check(self.learning_rate > 0, "learning_rate", "must be > 0")
         self._check(self.bias_learning_rate >= 0, "bias_learning_rate", "must be >= 0")
+
+
+def parse_shares(text: str, *, key: str = "hybrid.shares") -> dict[str, float]:
+    """`"popularity:0.25,cooccurrence:0.75"` -> {name: share}; ConfigError naming `key` if malformed."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition(":")
+        try:
+            share = float(value) if sep else float("nan")
+        except ValueError:
+            share = float("nan")
+        if not sep or not name.strip() or not share >= 0:
+            raise ConfigError(f"{key}: expected NAME:SHARE pairs with shares >= 0, found {part!r} in {text!r}")
+        out[name.strip()] = share
+    return out
+
+
+@dataclass(frozen=True)
+class HybridConfig(Section):
+    """The recommender's release-based half (`fedrec.shared.hybrid`): which statistics are released once before
+    adapter training, their public parameters, the budget split and the device-side blend weights."""
+
+    NAME = "hybrid"
+    releases: str = setting("popularity,cooccurrence,cross",
+                            "statistics released before adapter training, in order: any of popularity, "
+                            "cooccurrence, cross (empty = the LoRA tower alone)")
+    shares: str = setting("popularity:0.25,cooccurrence:0.5,cross:0.25,adapter:0",
+                          "user-level budget split as shares of 1/z^2 over the releases and the adapter rounds "
+                          "(name:share pairs; used with user_dp.target_epsilon)", server_only=True)
+    noise_multipliers: str = setting("", "the releases' noise multipliers (name:z pairs), set by target-epsilon "
+                                         "calibration; empty = user_dp.noise_multiplier (record_dp's without "
+                                         "user_dp) for every release",
+                                     server_only=True)
+    popularity_k: int = setting(25, "popularity: each user counts their k most-played items")
+    popularity_threshold: float = setting(0.0, "popularity: noisy counts below this many noise stds become 0",
+                                          server_only=True)
+    gram_head: int = setting(200, "cooccurrence: the head of items (largest noisy counts) the Gram is over")
+    gram_k: int = setting(15, "cooccurrence: each user's k most-played head items enter the Gram")
+    gram_lambda: float = setting(100.0, "cooccurrence: EASE's L2 regularisation", server_only=True)
+    gram_edge: float = setting(1.0, "cooccurrence: keep eigenvalues of the noisy Gram above this times the noise "
+                                    "bulk's edge", server_only=True)
+    cross_items: int = setting(3000, "cross: the items (largest noisy counts) the text cross statistic is over")
+    cross_k: int = setting(15, "cross: each user's k most-played of those items")
+    cross_rank: int = setting(16, "cross: dimension of a user's text code (public principal axes)")
+    cross_lambda: float = setting(100.0, "cross: ridge regularisation", server_only=True)
+    weight_text: float = setting(1.0, "blend weight of the zero-shot text score (whitened text profile)")
+    weight_lora: float = setting(0.0, "blend weight of the LoRA user tower")
+    weight_pop: float = setting(0.75, "blend weight of the popularity prior")
+    weight_gram: float = setting(0.5, "blend weight of the co-occurrence (EASE) score")
+    weight_cross: float = setting(0.5, "blend weight of the text cross score")
+
+    def __post_init__(self) -> None:
+        kinds = [k.strip() for k in self.releases.split(",") if k.strip()]
+        bad = [k for k in kinds if k not in ("popularity", "cooccurrence", "cross")]
+        self._check(not bad, "releases", "must list popularity, cooccurrence and/or cross")
+        self._check(not kinds or "popularity" in kinds, "releases",
+                    "must include popularity (the other releases are indexed by its noisy counts)")
+        shares = parse_shares(self.shares)
+        unknown = sorted(set(shares) - {"popularity", "cooccurrence", "cross", "adapter"})
+        self._check(not unknown, "shares", f"names must be releases or 'adapter' (unknown: {unknown})")
+        noise = parse_shares(self.noise_multipliers, key="hybrid.noise_multipliers")
+        unknown = sorted(set(noise) - {"popularity", "cooccurrence", "cross"})
+        self._check(not unknown, "noise_multipliers", f"names must be releases (unknown: {unknown})")
+        for key in ("popularity_k", "gram_head", "gram_k", "cross_items", "cross_k", "cross_rank"):
+            self._check(getattr(self, key) >= 1, key, "must be >= 1")
+        for key in ("popularity_threshold", "gram_lambda", "cross_lambda"):
+            self._check(getattr(self, key) >= 0, key, "must be >= 0")
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k.strip() for k in self.releases.split(",") if k.strip()]
+
+    def share(self, name: str) -> float:
+        return parse_shares(self.shares).get(name, 0.0)
+
+    def weights(self) -> dict[str, float]:
+        return {"text": self.weight_text, "lora": self.weight_lora, "pop": self.weight_pop,
+                "gram": self.weight_gram, "cross": self.weight_cross}
 
 
 @dataclass(frozen=True)
@@ -241,15 +322,19 @@ class RunSection(Section):
     """The federation loop (rounds, sampling, aggregation) and where the run's outputs go."""
 
     NAME = "run"
-    rounds: int = setting(20, "number of federated rounds", old="num-server-rounds", server_only=True)
+    rounds: int = setting(20, "number of federated adapter rounds (after the release phase)", old="num-server-rounds",
+                          server_only=True)
     clients_per_round: int = setting(10, "clients sampled per round", old="clients-per-round", server_only=True)
     fraction_train: float = setting(0.0, "sample this fraction of all clients per round instead (0 = use the count)",
                                     old="fraction-train", server_only=True)
     client_sampling: str = setting("fixed", "'poisson' (rate C/N, amplification claimed) or 'fixed' (no "
                                             "amplification)", old="client-sampling", server_only=True)
     aggregation_weights: str = setting("equal", "'equal' or 'examples'", old="aggregation-weights")
-    server_learning_rate: float = setting(1.0, "global += lr * mean(delta)", old="server-learning-rate",
-                                          server_only=True)
+    server_learning_rate: float = setting(1.0, "global += lr * step (the server optimizer's step)",
+                                          old="server-learning-rate", server_only=True)
+    server_optimizer: str = setting("sgd", "'sgd' (FedAvg), 'momentum' (FedAvgM) or 'adam' (FedAdam) on the released "
+                                           "mean update", server_only=True)
+    server_momentum: float = setting(0.9, "momentum (beta1) of the server optimizer", server_only=True)
     seed: int = setting(0, "seed of client sampling and local training", old="seed", server_only=True)
     deployment_nodes: int = setting(0, "0 = simulation (one node per user of data); N > 0 = a deployed federation "
                                        "of N devices, each with its own history, and data names only the public "
@@ -264,14 +349,17 @@ class RunSection(Section):
     name: str = setting("", "run directory name (default: timestamp)", old="run-name", server_only=True)
 
     def __post_init__(self) -> None:
-        for key in ("rounds", "clients_per_round"):
-            self._check(getattr(self, key) >= 1, key, "must be >= 1")
+        self._check(self.rounds >= 0, "rounds", "must be >= 0 (0 = the releases alone, no adapter training)")
+        self._check(self.clients_per_round >= 1, "clients_per_round", "must be >= 1")
         self._check(self.deployment_nodes >= 0, "deployment_nodes", "must be >= 0 (0 = simulation)")
         self._check(0.0 <= self.fraction_train <= 1.0, "fraction_train", "must be in [0, 1]")
         self._check(self.client_sampling in ("poisson", "fixed"), "client_sampling", "must be 'poisson' or 'fixed'")
         self._check(self.aggregation_weights in ("equal", "examples"), "aggregation_weights",
                     "must be 'equal' or 'examples'")
         self._check(self.server_learning_rate > 0, "server_learning_rate", "must be > 0")
+        self._check(self.server_optimizer in ("sgd", "momentum", "adam"), "server_optimizer",
+                    "must be 'sgd', 'momentum' or 'adam'")
+        self._check(0.0 <= self.server_momentum < 1.0, "server_momentum", "must be in [0, 1)")
 
     def clients_sampled(self, population: int) -> int:
         """Clients asked to train each round: a fraction of the population if set, else the count."""
@@ -280,7 +368,7 @@ class RunSection(Section):
 
 
 SECTIONS: dict[str, type[Section]] = {
-    cls.NAME: cls for cls in (DataConfig, ModelConfig, TrainConfig, RecordDpConfig, UserDpConfig, SecAggConfig,
-                              EvalConfig, AuditConfig, RunSection)
+    cls.NAME: cls for cls in (DataConfig, ModelConfig, HybridConfig, TrainConfig, RecordDpConfig, UserDpConfig,
+                              SecAggConfig, EvalConfig, AuditConfig, RunSection)
 }
 """Section name -> its dataclass, in the order settings are listed (pyproject.toml, `fedrec config`)."""

@@ -126,13 +126,40 @@ def find_lora_targets(model: nn.Module, override: list[str] | None = None) -> li
     )
 
 
-def attach_lora(backbone: Backbone, rank: int, alpha: float, targets: list[str] | None = None) -> nn.Module:
-    """Wrap the (already device-placed) base model with peft LoRA; only LoRA parameters are trainable."""
+def num_layers(model: nn.Module) -> int:
+    """The number of transformer layers (blocks) of a Hugging Face model."""
+    config = model.config
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise ValueError(f"cannot tell the number of layers of {type(model).__name__}; set model.lora_layers = 0")
+
+
+def attach_lora(backbone: Backbone, rank: int, alpha: float, targets: list[str] | None = None, *,
+                top_layers: int = 0, freeze_a: bool = False) -> nn.Module:
+    """Wrap the (already device-placed) base model with peft LoRA; only LoRA parameters are trainable.
+
+    `top_layers` > 0 puts LoRA on the last that many transformer layers only (PEFT's `layers_to_transform`):
+    gradients then stop at the first adapted layer, so the layers below run forward only, and fewer parameters
+    travel and take DP noise. `freeze_a` trains only the B matrices (FFA-LoRA, Sun et al. ICLR 2024): A stays at
+    its seeded (public) initialisation, which halves the trainable dimension and makes the update linear in what
+    is trained, so averaging B across clients is exact.
+    """
     from peft import LoraConfig, get_peft_model
 
     modules = find_lora_targets(backbone.model, targets)
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=modules, bias="none")
+    layers = None
+    if top_layers > 0:
+        total = num_layers(backbone.model)
+        layers = list(range(max(0, total - top_layers), total))
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=modules, bias="none",
+                     layers_to_transform=layers)
     fan_in_fan_out = any(m in ("c_attn",) for m in modules)  # GPT-2 Conv1D stores weights transposed
     if fan_in_fan_out:
         cfg.fan_in_fan_out = True
-    return get_peft_model(backbone.model, cfg)
+    model = get_peft_model(backbone.model, cfg)
+    if freeze_a:
+        for name, p in model.named_parameters():
+            if ".lora_A." in name:
+                p.requires_grad_(False)
+    return model

@@ -50,14 +50,15 @@ def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True) -> Rec
     the process serves; callers load the global adapter state into it before use, so nothing is loaded twice.
     """
     m = cfg.model
-    key = "|".join(str(x) for x in (m.name, m.lora_rank, m.lora_alpha, m.lora_targets, m.head, m.item_bias,
-                                    m.temperature, m.item_tokens, catalog_key(catalog)))
+    key = "|".join(str(x) for x in (m.name, m.lora_rank, m.lora_alpha, m.lora_targets, m.lora_layers, m.lora_freeze_a,
+                                    m.head, m.item_bias, m.temperature, m.item_tokens, catalog_key(catalog)))
     if cached and key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
     torch.manual_seed(0)  # LoRA A init must be identical everywhere: it is the starting global state
     backbone = load_backbone(cfg.model.name, device=os.environ.get("FEDREC_DEVICE", "cpu"))  # runtime-only setting
     table = catalog_embeddings(backbone, catalog, cfg.model.item_tokens)  # base model, before LoRA is attached
-    encoder = attach_lora(backbone, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_target_list)
+    encoder = attach_lora(backbone, m.lora_rank, m.lora_alpha, m.lora_target_list, top_layers=m.lora_layers,
+                          freeze_a=m.lora_freeze_a)
     model = Recommender(backbone, encoder, table, head=cfg.model.head, item_bias=cfg.model.item_bias,
                         temperature=cfg.model.temperature).to(next(backbone.model.parameters()).device)
     # The seeded starting adapter, kept apart: clients train the cached object in place, so a later run in the

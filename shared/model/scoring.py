@@ -10,6 +10,8 @@ import torch
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
+from fedrec.shared.hybrid.scorer import HybridScorer
+from fedrec.shared.hybrid.text import text_features
 from fedrec.shared.model.build import catalog_key
 from fedrec.shared.model.catalog_table import catalog_texts, encode_texts
 from fedrec.shared.model.recommender import Recommender
@@ -55,3 +57,27 @@ def score_prompts(model: Recommender, prompts: list[str], cfg: RunConfig, batch_
 def score_users(model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig) -> np.ndarray:
     prompts = [evaluation_prompt(s, catalog, cfg.model.history_order, cfg.model.prompt_tags) for s in splits]
     return score_prompts(model, prompts, cfg)
+
+
+def score_histories(model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig,
+                    released: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """(len(splits), N) scores: the one entry point evaluation, recommendation and the Python API rank with.
+
+    Without releases (`hybrid.releases` empty) the LoRA tower's logits, as trained. With releases the device's
+    hybrid score (`fedrec.shared.hybrid.scorer`): the zero-shot text score, the released popularity prior,
+    co-occurrence and text-cross scores, and the LoRA tower's scores when `hybrid.weight_lora` is not 0 (the
+    language model runs only then). `model` must hold the global adapter already.
+    """
+    if not cfg.hybrid.kinds:
+        prepare_for_scoring(model, catalog, cfg)
+        return score_users(model, splits, catalog, cfg)
+    scorer = HybridScorer(cfg.hybrid.weights(), released or {}, len(catalog))
+    lora = None
+    if "lora" in scorer.active():
+        prepare_for_scoring(model, catalog, cfg)
+        lora = score_users(model, splits, catalog, cfg)
+    text = text_features(model.catalog.detach().cpu().numpy()) if {"text", "cross"} & set(scorer.active()) else None
+    out = np.empty((len(splits), len(catalog)), dtype=np.float32)
+    for row, split in enumerate(splits):
+        out[row] = scorer.score(split.train_items, text, None if lora is None else lora[row])
+    return out

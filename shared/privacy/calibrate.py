@@ -51,13 +51,27 @@ def calibrate_noise(plan: Callable[[float], list[dp_event.DpEvent]], *, target_e
     z = _bisect(rdp_fits, lo, hi, tolerance)
     if accountant == "rdp":
         return z
-    ok = fits(accountant)
+    # PLD: search on a 10x coarser grid (about 10x faster at small z). Its pessimistic estimate rounds privacy
+    # losses up to a grid that contains the fine one, so it is never below the fine figure: a z it accepts, the
+    # reporting accountant accepts too (checked below all the same).
+    ok = fits(accountant) if accountant != "pld" else coarse_pld_fits(plan, target_epsilon, delta)
     hi = z
     while not ok(hi):  # the tight accountant should accept RDP's z; if not, search upwards
         hi = min(hi * 2, Z_MAX)
         if hi == Z_MAX:
             break
-    return _bisect(ok, max(Z_MIN, hi / 2), hi, tolerance)
+    z = _bisect(ok, max(Z_MIN, hi / 2), hi, tolerance)
+    final = fits(accountant)
+    while not final(z) and z < Z_MAX:
+        z = min(z * (1 + tolerance), Z_MAX)
+    return z
+
+
+def coarse_pld_fits(plan: Callable[[float], list[dp_event.DpEvent]], target_epsilon: float,
+                    delta: float) -> Callable[[float], bool]:
+    """PLD with a 1e-3 value grid (pessimistic): the calibration search's fast upper bound of the 1e-4 figure."""
+    acc = make_accountant("pld", settings={"value_discretization_interval": 1e-3})
+    return lambda z: acc.epsilon(plan(z), delta=delta) <= target_epsilon
 
 
 def _bracket(ok: Callable[[float], bool]) -> tuple[float, float]:
@@ -99,3 +113,27 @@ def user_noise_for(*, target_epsilon: float, rounds: int, sample_rate: float | N
     return calibrate_noise(
         lambda z: [dpfedavg_event(noise_multiplier=z, sample_rate=sample_rate)] * rounds,
         target_epsilon=target_epsilon, delta=delta, accountant=accountant)
+
+
+def split_noise_for(*, target_epsilon: float, delta: float, shares: dict[str, float],
+                    events_for: Callable[[dict[str, float]], list[dp_event.DpEvent]], accountant: str = "pld"
+                    ) -> dict[str, float]:
+    """Noise multipliers for a run of several releases that together stay within one target epsilon.
+
+    `shares` (name -> share > 0) split the budget as shares of 1/z^2: release i gets z_i = c / sqrt(s_i / sum s),
+    and one scale c is calibrated (`calibrate_noise`) so that the whole composition, `events_for({name: z_i})`,
+    meets the target. For non-sub-sampled Gaussian releases this is exact accounting of the split: their
+    composition is the single Gaussian with 1/z^2 = sum 1/z_i^2 = 1/c^2. Sub-sampled ones (adapter rounds) enter
+    the same composition through their own events.
+    """
+    live = {k: s for k, s in shares.items() if s > 0}
+    if not live:
+        raise ValueError("a budget split needs at least one share > 0")
+    total = sum(live.values())
+
+    def zs(c: float) -> dict[str, float]:
+        return {k: c / (s / total) ** 0.5 for k, s in live.items()}
+
+    c = calibrate_noise(lambda c: events_for(zs(c)), target_epsilon=target_epsilon, delta=delta,
+                        accountant=accountant)
+    return zs(c)

@@ -126,14 +126,16 @@ class FixedPointEncoding:
                 "clip_margin": self.clip_norm - self.input_clip_norm(dim), "step": 1.0 / self.scale}
 
 
-def round_encoding(cfg: RunConfig, max_clients: int) -> FixedPointEncoding:
+def round_encoding(cfg: RunConfig, max_clients: int, clip_norm: float | None = None) -> FixedPointEncoding:
     """The encoding of one round, built the same way by the server and by every client, or their scales differ.
 
-    S is user-dp's clip norm (the same L2 bound DP-FedAvg accounts for; with secure aggregation a client clips to it
-    even without user-dp, because masking needs bounded inputs), `max_clients` the number of clients asked this
-    round, and the ring the run's `secagg.ring_bits`.
+    S is the round's L2 bound: `clip_norm` as the round setup names it (a release's sensitivity), else user-dp's
+    clip norm (the same L2 bound DP-FedAvg accounts for; with secure aggregation a client clips to it even without
+    user-dp, because masking needs bounded inputs). `max_clients` is the number of clients asked this round, and
+    the ring the run's `secagg.ring_bits`.
     """
-    return FixedPointEncoding(clip_norm=cfg.user_dp.clip_norm, max_clients=max_clients, ring_bits=cfg.secagg.ring_bits)
+    return FixedPointEncoding(clip_norm=cfg.user_dp.clip_norm if clip_norm is None else clip_norm,
+                              max_clients=max_clients, ring_bits=cfg.secagg.ring_bits)
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:

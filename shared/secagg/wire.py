@@ -61,13 +61,16 @@ def _record(content: RecordDict) -> ConfigRecord:
 # -- round setup (train message) and key advertisement (train reply)
 
 
-def round_setup_to_record(session: bytes, max_clients: int) -> ConfigRecord:
-    return ConfigRecord({"session": session, "max-clients": int(max_clients)})
+def round_setup_to_record(session: bytes, max_clients: int, clip_norm: float) -> ConfigRecord:
+    """The round's session, the number of clients asked and the L2 bound S the encoding is scaled to."""
+    return ConfigRecord({"session": session, "max-clients": int(max_clients), "clip-norm": float(clip_norm)})
 
 
-def round_setup_from(content: RecordDict) -> tuple[bytes, int]:
+def round_setup_from(content: RecordDict) -> tuple[bytes, int, float | None]:
+    """(session, max clients, clip norm); the clip norm is None in a setup from before it was sent."""
     rec = _record(content)
-    return bytes(rec["session"]), int(rec["max-clients"])
+    clip = rec.get("clip-norm")
+    return bytes(rec["session"]), int(rec["max-clients"]), None if clip is None else float(clip)
 
 
 def keys_to_record(keys: AdvertisedKeys) -> ConfigRecord:

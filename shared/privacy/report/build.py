@@ -157,6 +157,8 @@ def _guarantee(level: str, g: GuaranteeInputs, scope: dict[str, Any]) -> dict[st
                              "points": [{"round": r, "epsilon": e} for r, e in zip(rounds, points, strict=True)]},
         "ledger": ledger.to_json(),
     }
+    if g.releases:  # optional: only runs with a release phase have it (older reports stay byte-identical)
+        section["releases"] = [r.to_json() for r in g.releases]
     section["statement"] = guarantee_statement(level, section, scope)
     return section
 

@@ -123,7 +123,10 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
         return [f("ledger.parse", False, f"{e} (other checks of this section skipped)")]
     out = [f("ledger.parse", True, f"{len(ledger)} {ledger.kind} entries, rounds "
                                    f"{format_rounds(ledger.rounds())}, adjacency {ledger.adjacency}")]
-    flat = [c for comps in components for c in comps]
+    declared = {r["name"]: r for r in g.get("releases") or []}
+    # entries of a declared round-0 release are checked against its declaration; the rest against the mechanism
+    is_release = [str(e.metadata.get("release", "")) in declared for e in ledger]
+    flat = [c for comps, rel in zip(components, is_release, strict=True) if not rel for c in comps]
     mech, samp, comp, acc = g["mechanism"], g["sampling"], g["composition"], g["accounting"]
 
     # -- ledger vs composition
@@ -134,6 +137,8 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
     if level == USER_LEVEL:
         skipped = set(comp["rounds_without_release"])
         expected = set(range(1, comp["rounds_run"] + 1)) - skipped
+        if any(is_release):
+            expected.add(0)
         if not skipped <= set(range(1, comp["rounds_run"] + 1)):
             problems.append(f"rounds_without_release {sorted(skipped)} are not all in 1..{comp['rounds_run']}")
         if set(rounds) != expected:
@@ -166,9 +171,13 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
     out.append(f("ledger.metadata", not bad, "; ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5
                                                                     else "") or "metadata matches every event"))
 
+    # -- round-0 releases as declared
+    if declared or any(e.metadata.get("release") not in (None, "adapter") for e in ledger):
+        out.append(f("releases.declared", *_release_check(ledger, components, declared)))
+
     # -- noise as configured
     zs = sorted({c.noise_multiplier for c in flat})
-    ok = bool(zs) and all(math.isclose(z, mech["noise_multiplier"], rel_tol=1e-12) for z in zs)
+    ok = (bool(zs) or any(is_release)) and all(math.isclose(z, mech["noise_multiplier"], rel_tol=1e-12) for z in zs)
     out.append(f("mechanism.noise", ok, f"every release used z = {mech['noise_multiplier']}" if ok else
                  f"mechanism.noise_multiplier is {mech['noise_multiplier']} but the ledger's releases used z in {zs}"))
 
@@ -212,6 +221,30 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
     if recompute_section is not None:
         out.extend(recompute_section(name, ledger, g))
     return out
+
+
+def _release_check(ledger: PrivacyLedger, components: list, declared: Mapping[str, Any]) -> tuple[bool, str]:
+    """Every entry naming a release matches its declaration: round 0, a plain Gaussian (no sampling) with the
+    declared noise multiplier and sensitivity, each release at most once; no undeclared release name."""
+    problems, seen = [], set()
+    for i, (entry, comps) in enumerate(zip(ledger, components, strict=True)):
+        name = entry.metadata.get("release")
+        if name in (None, "adapter"):
+            continue
+        if name not in declared:
+            problems.append(f"entries[{i}] names release {name!r}, which the section does not declare")
+            continue
+        r = declared[name]
+        if name in seen:
+            problems.append(f"entries[{i}]: release {name!r} appears twice")
+        seen.add(name)
+        ok = (entry.round == 0 and len(comps) == 1 and comps[0].sample_rate is None and comps[0].count == 1
+              and math.isclose(comps[0].noise_multiplier, r["noise_multiplier"], rel_tol=1e-12)
+              and _same(entry.metadata.get("clip_norm"), r["sensitivity"]))
+        if not ok:
+            problems.append(f"entries[{i}] (release {name!r}) is not round 0, Gaussian(z = {r['noise_multiplier']}) "
+                            f"with sensitivity {r['sensitivity']} and no sampling, as declared")
+    return not problems, "; ".join(problems) or f"{len(seen)} round-0 release(s) as declared: {sorted(seen)}"
 
 
 def _statement_finding(check: str, same: bool) -> Finding:

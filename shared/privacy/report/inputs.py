@@ -134,6 +134,26 @@ class Sampling:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReleaseInputs:
+    """One statistic released in round 0 (`fedrec.server.releases`): every user asked, no amplification.
+
+    The ledger entries whose metadata name this release (`release`) must use exactly this noise multiplier, this
+    sensitivity (metadata `clip_norm`) and no sampling; the verifier checks it.
+    """
+
+    name: str
+    noise_multiplier: float
+    sensitivity: float
+    description: str
+    participation: str = "every user's device is asked (full participation: no amplification by sampling)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "noise_multiplier": float(self.noise_multiplier),
+                "sensitivity": float(self.sensitivity), "description": self.description,
+                "participation": self.participation}
+
+
+@dataclass(frozen=True, kw_only=True)
 class GuaranteeInputs:
     """Everything needed to state one guarantee; epsilon itself is computed from `ledger`.
 
@@ -154,3 +174,4 @@ class GuaranteeInputs:
     cross_check: tuple[str, ...] = ("rdp",)
     unit_description: str | None = None
     contribution_bound: str | None = None
+    releases: tuple[ReleaseInputs, ...] = ()  # round-0 statistics beside the main mechanism (user-level)

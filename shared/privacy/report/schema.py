@@ -99,6 +99,10 @@ _GUARANTEE = _obj({
         "points": {"type": "array", "items": _obj({"round": _INT0, "epsilon": _EPS})},
     }),
     "ledger": _LEDGER,
+}, {
+    "releases": {"type": "array", "items": _obj({
+        "name": _TEXT, "noise_multiplier": {"type": "number", "exclusiveMinimum": 0},
+        "sensitivity": {"type": "number", "exclusiveMinimum": 0}, "description": _TEXT, "participation": _TEXT})},
 })
 
 _ACROSS_DEVICES = _obj({

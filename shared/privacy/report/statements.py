@@ -64,6 +64,12 @@ def guarantee_statement(level: str, g: Mapping[str, Any], scope: Mapping[str, An
             sampling = (f"no amplification by sampling is claimed (population N = {samp['population']}; each "
                         f"round is accounted as if every user took part)")
         span = f"{comp['releases']} released aggregates in {comp['rounds_run']} rounds"
+        declared = g.get("releases") or []
+        if declared:
+            span += (" (round 0: " + "; ".join(
+                f"{r['name']}, {r['description']}, sensitivity {_num(r['sensitivity'])}, noise std "
+                f"{_num(r['noise_multiplier'] * r['sensitivity'])} (z = {_num(r['noise_multiplier'])})"
+                for r in declared) + "; every user asked, no amplification; then the adapter rounds)")
         extra = ""
     else:
         who, unit_word, clip = ("each training-example slot on this device (a single listening record: see the "

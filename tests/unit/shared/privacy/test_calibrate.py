@@ -44,7 +44,7 @@ def test_an_unreachable_target_is_an_error() -> None:
 
 def test_resolve_noise_sets_z_and_the_budget_from_targets_only_when_asked() -> None:
     # Prepare
-    plain = RunConfig.from_mapping({"record_dp.enabled": True, "user_dp.enabled": True,
+    plain = RunConfig.from_mapping({"record_dp.enabled": True, "user_dp.enabled": True, "hybrid.releases": "",
                                     "run.client_sampling": "poisson", "record_dp.accountant": "rdp"})
     targeted = plain.updated({"record_dp.target_epsilon": 4.0, "record_dp.target_rounds": 2,
                               "user_dp.target_epsilon": 1.0})

@@ -1,0 +1,52 @@
+"""The release job: this device's contribution to one statistic of the release phase (`server.releases`).
+
+The message names the statistic (`fedrec.shared.hybrid.statistics.StatisticSpec`: its kind, k, and the public
+item list it is indexed by); the device computes its vector from its own training items and listen counts (and,
+for the cross statistic, the public text table), clips it to the release's sensitivity, and replies with it:
+in the clear, or with secure aggregation only as public keys (the vector stays here until it is masked, as an
+adapter delta does). An audit canary client, which has no data, contributes zeros.
+
+Under DP the reply carries no data-dependent metric. With record-level DP the device first charges its own
+ledger with what the release costs one of its example slots (`client.record_dp.charge_release`), and declines
+if that would exceed its budget.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from flwr.app import Context, Message, MetricRecord
+
+from fedrec.client.record_dp import charge_release
+from fedrec.client.setup import RoundSetup, read_setup
+from fedrec.client.train import reply_with
+from fedrec.shared.hybrid.statistics import StatisticSpec
+from fedrec.shared.hybrid.text import TextFeatures, text_features
+from fedrec.shared.model.build import build_model
+from fedrec.shared.protocol import peak_rss_mb
+
+
+def _text(setup: RoundSetup) -> TextFeatures:
+    """The public text features of the catalog (the table is built once per process with the model)."""
+    table = build_model(setup.cfg, setup.catalog).catalog.detach().cpu().numpy()
+    return text_features(table)
+
+
+def contribute(msg: Message, context: Context) -> Message:
+    """Reply to a release message with this device's clipped contribution (or a decline)."""
+    t0 = time.perf_counter()
+    setup = read_setup(msg, context)
+    spec = StatisticSpec.from_message(setup.extra, setup.global_state)
+    if setup.split is None:  # an audit canary client: no history, nothing to add
+        contribution = spec.template()
+    else:
+        if setup.cfg.record_dp.enabled:
+            declined = charge_release(msg, context, setup, spec)
+            if declined is not None:
+                return declined
+        text = _text(setup) if spec.kind == "cross" else None
+        contribution = spec.contribution(setup.split.train_items, setup.split.train_weights, text)
+    metrics = MetricRecord({"train-seconds": time.perf_counter() - t0, "steps": 0, "peak-rss-mb": peak_rss_mb()})
+    contribution = {k: np.asarray(v, dtype=np.float32) for k, v in contribution.items()}
+    return reply_with(msg, context, setup.cfg, contribution, metrics)
