@@ -50,7 +50,7 @@ from fedrec.server.node_order import NodeOrder, order_nodes
 from fedrec.server.privacy_report import write_run_report
 from fedrec.server.release import DpFedAvgRelease, MeanRelease, Release, apply_update
 from fedrec.server.round import PlainCollector, RoundOutcome, train_round
-from fedrec.server.sampling import Sampler
+from fedrec.server.sampling import Sampler, check_user_level_sampling
 from fedrec.server.secure_aggregation import SecureCollector
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.types import Catalog
@@ -147,6 +147,7 @@ class Federation:
         saved: Checkpoint | None = None
         if resume is None:
             pop = server_population(cfg)  # simulation: the data set's users; deployment: N devices
+            check_user_level_sampling(cfg, pop.users + cfg.audit.canary_clients)  # a ConfigError before anything
             # target epsilons -> noise multipliers, before anything runs (the population includes canary clients)
             cfg = resolve_noise(cfg, pop.users + cfg.audit.canary_clients)
             run = new_run_dir(cfg)

@@ -102,7 +102,9 @@ def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, r
                     if dp.poisson else
                     Sampling.no_amplification(population=population,
                                               expected_sample_size=cfg.run.clients_sampled(population),
-                                              evidence="fixed-size sample; no amplification claimed"))
+                                              evidence="full participation: every client is asked in every round "
+                                                       "(a fixed-size cohort smaller than N is refused under "
+                                                       "user-level DP); no amplification claimed"))
         user_level = GuaranteeInputs(
             ledger=dp.ledger,
             mechanism=Mechanism.dp_fedavg(noise_multiplier=cfg.user_dp.noise_multiplier,

@@ -9,8 +9,9 @@ the server applies:
   contribution arrived or secure aggregation aborted.
 - `DpFedAvgRelease` (user-level DP, McMahan et al. 2018): Gaussian noise of standard deviation z*S on the *sum*
   (`fedrec.shared.privacy.mechanisms.add_gaussian_noise`), divided by a public denominator: the expected number
-  of clients q*N under Poisson sampling, the sample size under fixed sampling. One user changes the sum by at most
-  S, so the output's sensitivity is S / denominator whatever the data. Every round releases, also one with no
+  of clients q*N under Poisson sampling, the population N under full participation (the only fixed-size sample
+  user-level DP allows: `server.sampling.check_user_level_sampling`). One user changes the sum by at most S, so the
+  output's sensitivity is S / denominator whatever the data. Every round releases, also one with no
   survivor (noise only): the accountant counts every round, so skipping one would gain nothing. Only a secure
   round that aborted releases nothing, and then nothing enters the ledger. Each release is one `DpEvent` in the
   user-level `PrivacyLedger` (PoissonSampled(q, Gaussian(z)), or Gaussian(z) without amplification).
@@ -72,6 +73,9 @@ class DpFedAvgRelease:
         self.population = population
         self.sample_rate = sample_rate
         self.poisson = poisson
+        if not poisson and sample_rate < 1.0:  # server.sampling.check_user_level_sampling refuses it earlier
+            raise ValueError(f"user-level DP with a fixed cohort of {sample_rate:.3g} N clients: only Poisson "
+                             "sampling or full participation can be accounted")
         self.delta = cfg.user_dp.delta or default_user_delta(population)
         if self.delta >= 1.0 / population:
             raise ValueError(f"user_dp.delta {self.delta} must be < 1/N = {1 / population:.3g}")

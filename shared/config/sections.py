@@ -163,7 +163,7 @@ class UserDpConfig(Section):
     target_epsilon: float = setting(0.0, "if > 0: calibrate z so run.rounds releases reach this epsilon, and make it "
                                          "the user-level budget unless user_dp.epsilon_max is set",
                                     old="user-target-epsilon", server_only=True)
-    delta: float = setting(0.0, "user-level delta (0 = 1/N^1.1)", old="user-delta", server_only=True)
+    delta: float = setting(0.0, "user-level delta (0 = min(1e-6, 1/(10 N)))", old="user-delta", server_only=True)
     epsilon_max: float = setting(0.0, "stop before a round would exceed this (0 = none)", old="user-epsilon-max",
                                  server_only=True)
 
