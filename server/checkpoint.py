@@ -145,16 +145,17 @@ def load_checkpoint(run: Path) -> Checkpoint:
 
 
 def publish(run: Path, ledger: PrivacyLedger | None, rounds: list[dict[str, Any]],
-            client_rows: list[dict[str, Any]], *, adapter: tuple[State, int] | None) -> None:
-    """The run's public outputs as of the last checkpoint: the user-level ledger, the adapter (if a round
-    released one), the round and client rows. Called only after `save_checkpoint`, never before."""
+            client_rows: list[dict[str, Any]], *, adapter: tuple[State, int] | None, clients: Path) -> None:
+    """The run's outputs as of the last checkpoint: the user-level ledger, the adapter (if a round released one),
+    the round rows, and the client rows into `clients` (the run's private directory under a privacy setting:
+    `fedrec.shared.run_dir.clients_dir`). Called only after `save_checkpoint`, never before."""
     if ledger is not None and len(ledger):
         ledger.save(run / "ledger-user.json")
     if adapter is not None:
         write_adapter(run, *adapter)
     if rounds:
         write_rows(run, "rounds", rounds)
-        write_rows(run, "clients", client_rows)
+        write_rows(clients, "clients", client_rows)
 
 
 def mark_finished(run: Path, *, rounds: int) -> None:

@@ -2,7 +2,7 @@
 
     fed = Federation.start(grid, cfg, resume)          # population, run dir, model, nodes, privacy layers
     for each remaining round:
-        stop if the next release would exceed the user-level budget
+        stop if the next release would exceed the user-level budget (a normal end: final evaluation, then finish)
         outcome = train_round(grid, fed, r)            # server.round: sample -> broadcast -> collect -> release
         evaluate every eval.every rounds                # server.evaluation
         fed.commit(outcome)                             # checkpoint first, then the public outputs
@@ -66,7 +66,7 @@ from fedrec.shared.protocol import (
     state_bytes,
     state_to_record,
 )
-from fedrec.shared.run_dir import new_run_dir, write_catalog, write_config
+from fedrec.shared.run_dir import clients_dir, new_run_dir, write_catalog, write_config
 
 log = logging.getLogger("fedrec.server")
 
@@ -100,7 +100,8 @@ def messages(kind: str, nodes: list[int], state: State, cfg: RunConfig, server_r
     """
     content = {"arrays": state_to_record(state)}
     # run-id names the run in device reports; device-state-root is only a proposal (a device's own state-dir wins)
-    root = Path(cfg.run.device_state_dir) if cfg.run.device_state_dir else run / "devices"
+    # simulated devices' state (ledgers, keys, reports: who trained when) is private under a privacy setting
+    root = Path(cfg.run.device_state_dir) if cfg.run.device_state_dir else clients_dir(run, cfg) / "devices"
     config = {**cfg.client_view(), SERVER_ROUND: server_round, SEED: cfg.run.seed, RUN_ID: run.name,
               DEVICE_STATE_ROOT: str(root.resolve()), **message_config(cfg)}  # deployed run: + the catalog's hash
     return [Message(RecordDict({**content, "config": ConfigRecord({**config, **(per_node or {}).get(n, {})})}),
@@ -243,9 +244,16 @@ class Federation:
         save_checkpoint(self.run, self.checkpoint())
         self.publish(adapter=(self.global_state, server_round) if outcome.update is not None else None)
 
-    def stop(self, server_round: int, why: str) -> dict[str, Any]:
-        """A normal end before the last round (the budget): recorded as a row, published."""
-        row = {"round": server_round, "status": f"stopped: {why}"}
+    def stop(self, grid: Grid, server_round: int, why: str) -> dict[str, Any]:
+        """A normal end before the last round (the budget): the current adapter gets the run's final evaluation,
+        then the stop is recorded as a row and published. Nothing is trained or released."""
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"round": server_round, "status": f"stopped: {why}", "sampled": 0, "updates": 0,
+                               "train_loss": float("nan")}
+        rows: list[dict[str, Any]] = []
+        row.update(evaluate(grid, self, server_round, rows, final=True))
+        self.client_rows.extend(self.order.annotate(r) for r in rows)
+        row["wall_seconds"] = round(time.perf_counter() - t0, 3)
         self.rounds.append(row)
         self.publish(adapter=None)
         return row
@@ -264,7 +272,7 @@ class Federation:
 
     def publish(self, *, adapter: tuple[State, int] | None) -> None:
         publish(self.run, self.user_dp.ledger if self.user_dp is not None else None, self.rounds, self.client_rows,
-                adapter=adapter)
+                adapter=adapter, clients=clients_dir(self.run, self.cfg))
 
     # -- end ------------------------------------------------------------------------------------------------
 
@@ -280,7 +288,7 @@ class Federation:
         if self.cfg.user_dp.enabled or self.cfg.record_dp.enabled:
             rounds = self.rounds
             write_run_report(self.run, self.cfg, dp, empirical_audit=empirical,
-                             rounds_run=len([r for r in rounds if "updates" in r and "sampled" in r]),
+                             rounds_run=len([r for r in rounds if not str(r["status"]).startswith("stopped")]),
                              record_epsilons=list(self.record_epsilons.values()),
                              rounds_without_release=tuple(r["round"] for r in rounds
                                                           if str(r.get("status", "")).startswith("aborted")),
@@ -304,8 +312,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         if fed.would_exceed_budget():
             log.warning("round %d: stopping, the next release would exceed user_dp.epsilon_max %.3g",
                         server_round, fed.cfg.user_dp.epsilon_max)
-            emit("round", {**fed.stop(server_round, "user-level budget"), "sampled": 0, "updates": 0,
-                           "train_loss": float("nan"), "wall_seconds": 0.0})
+            emit("round", fed.stop(grid, server_round, "user-level budget"))
             break
         t0 = time.perf_counter()
         outcome = train_round(grid, fed, server_round)
@@ -316,7 +323,8 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         emit("round", outcome.row)
     fed.finish()
     if fed.succeeded == 0:
-        raise AllRoundsFailed(f"all {fed.cfg.run.rounds} rounds failed; see {fed.run / 'clients.csv'}")
+        raise AllRoundsFailed(f"all {fed.cfg.run.rounds} rounds failed; see "
+                              f"{clients_dir(fed.run, fed.cfg) / 'clients.csv'}")
     emit("done", {"run_dir": str(fed.run), "rounds": fed.rounds})
     return fed.run
 

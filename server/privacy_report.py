@@ -23,6 +23,7 @@ from fedrec.shared.privacy.report import (
     sign_report,
     write_report,
 )
+from fedrec.shared.privacy.report.inputs import DEFAULT_NOT_COVERED, DIAGNOSTICS_NOT_COVERED
 from fedrec.shared.privacy.report.render import write_rendered
 
 REPORT = "privacy-report.json"
@@ -91,8 +92,9 @@ def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, r
     dp_setting = "central (trusted server adds the noise)" if dp is not None else "local (on device)"
     if dp is not None and cfg.secagg.enabled:
         dp_setting = "central DP-FedAvg with server-side noise after secure aggregation (SecAgg+)"
+    not_covered = DEFAULT_NOT_COVERED + ((DIAGNOSTICS_NOT_COVERED,) if cfg.run.dp_diagnostics else ())
     scope = Scope(dp_setting=dp_setting, secure_aggregation=protocol, colluding_clients_max=colluding,
-                  trust_notes=notes)
+                  trust_notes=notes, not_covered=not_covered)
     user_level = None
     if dp is not None and len(dp.ledger):  # an empty ledger (every round aborted) released nothing
         population = dp.population

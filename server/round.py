@@ -102,13 +102,18 @@ def train_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     replies = list(grid.send_and_receive(messages)) if sampled else []
     down = state_bytes(template)
     rows: list[dict[str, Any]] = []
-    failures: list[str] = []
-    declined, rss, eps = 0, [], {}
+    failures: dict[int, str] = {}  # node -> why: each client counted once per round, whatever stage it left in
+    declined, rss, eps, seen, asked = 0, [], {}, set(), set(sampled)
     for reply in replies:
         node = reply.metadata.src_node_id
+        if node in seen or node not in asked:  # a second (re-delivered) or unasked reply is never used twice
+            fed.log.warning("round %d: node %d: ignored a reply (%s)", server_round, node,
+                            "a second one" if node in seen else "not asked in this round")
+            continue
+        seen.add(node)
         row = {"round": server_round, "node": node, "phase": "train", "bytes_down": down}
         if reply.has_error():
-            failures.append(reply.error.reason)
+            failures[node] = reply.error.reason
             rows.append({**row, "bytes_up": 0, "status": f"error: {reply.error.reason[:200]}"})
             continue
         m = reply.content.get("metrics") or {}
@@ -121,17 +126,21 @@ def train_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
         try:
             fields = collector.add(node, reply, template)
         except (KeyError, ValueError) as e:
-            failures.append(f"node {node}: bad reply: {e}")
+            failures[node] = f"bad reply: {e}"
             rows.append({**row, "bytes_up": 0, "status": f"rejected: {e}"})
             continue
-        rss.append(float(m["peak-rss-mb"]))
-        rows.append({**row, "seconds": float(m["train-seconds"]), **fields})
-    failures += [f"node {n}: no reply" for n in set(sampled) - {r.metadata.src_node_id for r in replies}]
+        if "peak-rss-mb" in m:  # per-client telemetry: not sent under a privacy setting (RunConfig.private)
+            rss.append(float(m["peak-rss-mb"]))
+        rows.append({**row, **({"seconds": float(m["train-seconds"])} if "train-seconds" in m else {}), **fields})
+    for n in sampled:
+        if n not in seen:
+            failures[n] = "no reply"
     aggregate, info, extra_rows = collector.finish(grid, template)
     rows.extend(extra_rows)
-    failures += info.pop("failures", [])
-    for f in failures:
-        fed.log.warning("round %d: %s", server_round, f)
+    for n, why in info.pop("dropouts", {}).items():
+        failures.setdefault(n, f"secure aggregation: dropped at {why}")
+    for n, why in failures.items():
+        fed.log.warning("round %d: node %d: %s", server_round, n, why)
     if aggregate.aborted:
         # Too few clients survived to unmask the sum: nothing is released, nothing enters the user-level
         # ledger (record-level spend on the devices stays counted: they trained).

@@ -31,6 +31,13 @@ Handshakes at the start of a run ("query" messages): QUERY_PARTITION asks a node
 `fedrec.shared.edge.node_order`); in a deployed run (run.deployment_nodes > 0) QUERY_CATALOG first sends every
 node the public catalog, answered with its CATALOG_SHA256 (`fedrec.shared.edge.catalog`).
 
+Under a privacy setting (record_dp, user_dp or secagg: `RunConfig.private`) a train reply's metrics are only
+DECLINED_METRIC, RECORD_EPSILON_METRIC and CANARY_METRIC (no timings, step counts or memory figures, unless the
+simulation sets run.dp_diagnostics), and an evaluate reply carries no metrics at all: the device answers with
+SecAgg+ keys and its RankingMetrics.to_sums vector follows only masked, inside the secure sum.
+A failed device replies with an Error whose reason is `device_error_reason(code)`, one of DEVICE_ERRORS: a code and
+a fixed text, never a path or a value from the device (the detail stays in the device's own log).
+
 Every metric travels unprotected (no DP, no masking); the privacy reports list them as not covered.
 """
 
@@ -63,6 +70,26 @@ ROLE_METRIC = "audit-canary-client"
 CANARY_METRIC = "audit-canary"
 DECLINED_METRIC = "declined"
 RECORD_EPSILON_METRIC = "record-epsilon"
+
+
+# -- device error codes: all a failed device tells the server ------------------------------------------------
+DEVICE_ERRORS = {
+    "data": "the device could not read or use its listening history",
+    "state": "the device's state directory is missing, unreadable or refused the round",
+    "catalog": "the device does not hold this run's catalog",
+    "config": "the device refused the run's settings or message",
+    "replayed": "the device already answered this round (for another adapter or secure-aggregation session)",
+    "secagg": "the device refused a secure-aggregation step",
+    "internal": "an unexpected error on the device",
+}
+DEVICE_ERROR_PREFIX = "fedrec device error"
+
+
+def device_error_reason(code: str) -> str:
+    """The whole text of a failed device's error reply: its code and the code's fixed meaning."""
+    if code not in DEVICE_ERRORS:
+        raise ValueError(f"unknown device error code {code!r}; expected one of {sorted(DEVICE_ERRORS)}")
+    return f"{DEVICE_ERROR_PREFIX} {code}: {DEVICE_ERRORS[code]} (details in the device's log)"
 
 
 def is_setting(key: str) -> bool:
