@@ -8,7 +8,7 @@ the run (round 0) and after every round, holding everything the rest of the run 
   (`UserLevelDP.secret_state`), so the resumed run samples the same users and draws the noise an uninterrupted
   run would have drawn;
 - the round and client rows so far, the record-level epsilons devices reported (by partition), the audit's
-  secret seed;
+  secret seed and the sum of the released updates its canary clients are scored on;
 - a SHA-256 over all of it, so a damaged file is refused by name rather than half-used.
 
 Order within a round: **checkpoint first, then the public outputs** (ledger-user.json, adapter.safetensors,
@@ -71,6 +71,7 @@ class Checkpoint:
     audit_seed: int | None = None
     audit_seconds: float = 0.0
     initial_state: State | None = None  # the adapter before round 1 (the audit compares against it)
+    audit_released: State | None = None  # the sum of the released updates (the audit's canary-client scores)
 
 
 def state_path(run: Path) -> Path:
@@ -97,9 +98,14 @@ def save_checkpoint(run: Path, ckpt: Checkpoint) -> Path:
     if ckpt.initial_state is not None:
         tensors.update({f"initial/{k}": np.ascontiguousarray(v, dtype=np.float32)
                         for k, v in ckpt.initial_state.items()})
-    doc = {f.name: getattr(ckpt, f.name) for f in fields(ckpt) if f.name not in ("global_state", "initial_state")}
+    if ckpt.audit_released is not None:
+        tensors.update({f"released/{k}": np.ascontiguousarray(v, dtype=np.float64)
+                        for k, v in ckpt.audit_released.items()})
+    doc = {f.name: getattr(ckpt, f.name) for f in fields(ckpt)
+           if f.name not in ("global_state", "initial_state", "audit_released")}
     doc["record_epsilons"] = {str(k): float(v) for k, v in ckpt.record_epsilons.items()}
     doc["has_initial_state"] = ckpt.initial_state is not None
+    doc["has_audit_released"] = ckpt.audit_released is not None
     meta = json.dumps(doc, sort_keys=True)
     folder = state_path(run).parent
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -133,12 +139,14 @@ def load_checkpoint(run: Path) -> Checkpoint:
     try:
         doc = json.loads(meta)
         has_initial = bool(doc.pop("has_initial_state"))
+        has_released = bool(doc.pop("has_audit_released", False))  # absent from checkpoints made before it
         doc["record_epsilons"] = {int(k): float(v) for k, v in doc["record_epsilons"].items()}
-        ckpt = Checkpoint(
-            global_state={k.removeprefix("global/"): v for k, v in tensors.items() if k.startswith("global/")},
-            initial_state={k.removeprefix("initial/"): v for k, v in tensors.items() if k.startswith("initial/")}
-            if has_initial else None,
-            **doc)
+
+        def part(prefix: str) -> State:
+            return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+        ckpt = Checkpoint(global_state=part("global/"), initial_state=part("initial/") if has_initial else None,
+                          audit_released=part("released/") if has_released else None, **doc)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
     return ckpt

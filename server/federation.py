@@ -199,6 +199,7 @@ class Federation:
             self.sampler.restore(state["sampler"], where=where)
         if self.audit is not None:
             self.audit.seconds += saved.audit_seconds
+            self.audit.released = saved.audit_released
         # re-derive the public outputs from the checkpoint: the killed server may have died before writing them
         self.publish(adapter=(self.global_state, self.adapter_round) if self.adapter_round else None)
         note_resumed(self.run, from_round=self.done)
@@ -230,6 +231,8 @@ class Federation:
             self.global_state = apply_update(self.global_state, outcome.update, self.cfg.run.server_learning_rate)
             self.succeeded += 1
             self.adapter_round = server_round
+            if self.audit is not None:  # canary clients are scored on every release (server.empirical_audit)
+                self.audit.observe(outcome.update)
         self.record_epsilons.update(outcome.record_epsilons)
 
     def commit(self, outcome: RoundOutcome, server_round: int, t0: float) -> None:
@@ -268,7 +271,8 @@ class Federation:
                           identity="partition" if self.order.by_partition else "node-id", user_dp=user_dp,
                           audit_seed=self.audit.secret_seed if self.audit is not None else None,
                           audit_seconds=self.audit.seconds if self.audit is not None else 0.0,
-                          initial_state=self.initial_state if self.audit is not None else None)
+                          initial_state=self.initial_state if self.audit is not None else None,
+                          audit_released=self.audit.released if self.audit is not None else None)
 
     def publish(self, *, adapter: tuple[State, int] | None) -> None:
         publish(self.run, self.user_dp.ledger if self.user_dp is not None else None, self.rounds, self.client_rows,

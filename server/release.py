@@ -133,13 +133,21 @@ def weighted_sum(deltas: list[State], weights: list[float]) -> tuple[State, floa
     total = float(sum(weights))
     if total <= 0:
         raise ValueError(f"aggregation weights must sum to > 0, found {total}")
-    out: State = {}
-    for key in deltas[0]:
-        acc = np.zeros(deltas[0][key].shape, dtype=np.float64)
-        for d, w in zip(deltas, weights, strict=True):
-            acc += w * d[key]
-        out[key] = acc
+    out: State | None = None
+    for d, w in zip(deltas, weights, strict=True):
+        out = add_weighted(out, d, w)
+    assert out is not None
     return out, total
+
+
+def add_weighted(total: State | None, delta: State, weight: float) -> State:
+    """`total` + weight * delta per tensor, in float64 (a new sum when `total` is None); `total` is updated in
+    place, so a round keeps one running sum instead of every delta."""
+    if total is None:
+        return {k: weight * np.asarray(v, dtype=np.float64) for k, v in delta.items()}
+    for k, v in delta.items():
+        total[k] += weight * np.asarray(v, dtype=np.float64)
+    return total
 
 
 def weighted_mean(deltas: list[State], weights: list[float]) -> State:

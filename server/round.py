@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.app import Message, MessageType
 
-from fedrec.server.release import Aggregate, weighted_sum
+from fedrec.server.release import Aggregate, add_weighted
 from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.protocol import (
     DECLINED_METRIC,
@@ -55,13 +55,17 @@ class RoundOutcome:
 
 
 class PlainCollector:
-    """Deltas in the clear: the server checks each one, clips it under user-level DP, and sums them itself."""
+    """Deltas in the clear: the server checks each one, clips it under user-level DP, and sums them itself.
+
+    The sum is kept as it grows (float64), never the list of deltas: a round of a thousand clients (audit canary
+    clients included) then costs one adapter of memory, not a thousand."""
 
     def __init__(self, fed: Federation, server_round: int, sampled: list[int]) -> None:
         self.clip_norm = fed.cfg.user_dp.clip_norm if fed.cfg.user_dp.enabled else None
         self.weighted = fed.cfg.run.aggregation_weights == "examples"
-        self.deltas: list[State] = []
-        self.weights: list[float] = []
+        self.total: State | None = None
+        self.weight = 0.0
+        self.count = 0
         self.losses: list[float] = []
         self.tokens = 0
 
@@ -75,8 +79,10 @@ class PlainCollector:
         m = reply.content.get("metrics") or {}
         if self.clip_norm is not None:  # clients clip; the server enforces the bound it accounts for
             delta, _ = clip_update(delta, clip_norm=self.clip_norm)
-        self.deltas.append(delta)
-        self.weights.append(float(m["num-examples"]) if self.weighted else 1.0)
+        weight = float(m["num-examples"]) if self.weighted else 1.0
+        self.total = add_weighted(self.total, delta, weight)
+        self.weight += weight
+        self.count += 1
         if "train-loss" in m:  # data-dependent: not sent under DP unless run.dp_diagnostics
             self.losses.append(float(m["train-loss"]))
             self.tokens += int(m["grad-tokens"])
@@ -84,10 +90,9 @@ class PlainCollector:
 
     def finish(self, grid: Grid, template: State) -> tuple[Aggregate, dict[str, Any], list[dict[str, Any]]]:
         """The round's aggregate, extra round-row figures and extra client rows (none for a plain round)."""
-        if not self.deltas or sum(self.weights) <= 0:
-            return Aggregate(None, 0.0, len(self.deltas)), {}, []
-        total, weight = weighted_sum(self.deltas, self.weights)
-        return Aggregate(total, weight, len(self.deltas)), {}, []
+        if not self.count or self.weight <= 0:
+            return Aggregate(None, 0.0, self.count), {}, []
+        return Aggregate(self.total, self.weight, self.count), {}, []
 
 
 def train_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
