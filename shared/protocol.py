@@ -13,16 +13,19 @@ Server -> device, "train" or "evaluate":
                             node with audit instructions.
 Device -> server, train reply:
     "arrays": ArrayRecord   the adapter *delta* (local minus global), float32, same keys as sent
-    "metrics": MetricRecord train-seconds, steps, peak-rss-mb; without DP (or with run.dp_diagnostics) also
-                            num-examples, train-loss, grad-tokens; with record-level DP RECORD_EPSILON_METRIC (the
-                            device's cumulative epsilon so far)
+    "metrics": MetricRecord without a privacy setting (or with run.dp_diagnostics): train-seconds, steps,
+                            peak-rss-mb, num-examples, train-loss, grad-tokens; with record-level DP
+                            RECORD_EPSILON_METRIC (the device's cumulative epsilon so far)
 Device -> server, train reply of a device whose record-level budget is spent (a dropout, not a failure):
     "metrics": MetricRecord DECLINED_METRIC = 1, RECORD_EPSILON_METRIC; no "arrays"
 Device -> server, evaluate reply:
-    "metrics": MetricRecord RankingMetrics.to_dict() sums (see fedrec.shared.metrics), eval-seconds
+    "metrics": MetricRecord RankingMetrics.to_dict() sums (see fedrec.shared.metrics), eval-seconds, peak-rss-mb
+                            (without a privacy setting; with one, SecAgg+ keys instead, see below)
 With secure aggregation the train message also carries ConfigRecord "secagg" (session id, max-clients), the
 train reply carries "secagg" (public keys) instead of "arrays", and three more message types follow
-("train.secagg_*"): see `fedrec.shared.secagg.wire`.
+("train.secagg_*"): see `fedrec.shared.secagg.wire`. Under any privacy setting an evaluate message carries the same
+setup and its reply only "secagg" (keys); the same three stages then sum the devices' RankingMetrics.to_sums
+vectors (`fedrec.shared.secagg.encoding.evaluation_encoding`).
 With an empirical audit a train message's config may hold AUDIT_KEY (JSON: the record canaries a host must
 include, or an included canary client's direction seed), a canary client's train reply carries CANARY_METRIC = 1
 and no loss, and a "query" message (QUERY_CANARY_CLIENTS) asks each node whether it is a canary client

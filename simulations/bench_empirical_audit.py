@@ -1,7 +1,7 @@
 """Benchmark (not a test): claimed vs empirical epsilon on HetRec Last.fm-2K, record-level and user-level.
 
     python -m fedrec.simulations.bench_empirical_audit [--data ../shared/data/hetrec2011-lastfm-2k]
-        [--record-users 60] [--record-rounds 3] [--record-clients-per-round 20] [--record-eps 1,4,8,none]
+        [--record-users 40] [--record-rounds 2] [--record-clients-per-round 10] [--record-eps 1,4,8,none]
         [--user-users 10] [--user-rounds 2] [--canary-clients 1000] [--user-sample-rate 1] [--user-eps 1,4,8,none]
         [--engine inprocess|ray] [--out simulations/results/empirical_audit.md]
 
@@ -78,9 +78,9 @@ def _run(name: str, base: dict[str, Any], changes: dict[str, Any], engine: str) 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--record-users", type=int, default=60, help="users of the record-level runs (= canaries)")
-    ap.add_argument("--record-rounds", type=int, default=3)
-    ap.add_argument("--record-clients-per-round", type=int, default=20)
+    ap.add_argument("--record-users", type=int, default=40, help="users of the record-level runs (= canaries)")
+    ap.add_argument("--record-rounds", type=int, default=2)
+    ap.add_argument("--record-clients-per-round", type=int, default=10)
     ap.add_argument("--user-users", type=int, default=10, help="real users of the user-level runs")
     ap.add_argument("--user-rounds", type=int, default=2)
     ap.add_argument("--canary-clients", type=int, default=1000, help="canary clients K of the user-level runs")
@@ -123,17 +123,17 @@ def main(argv: list[str] | None = None) -> int:
             **({"run.client_sampling": "fixed", "run.fraction_train": 1.0} if q >= 1 else
                {"run.client_sampling": "poisson", "run.fraction_train": q})}
     rows: list[tuple[str, float | None, dict[str, Any], dict[str, Any]]] = []  # (level, target, audit, run)
-    for eps in _eps_list(args.record_eps):
-        dp = {} if eps is None else {"record_dp.enabled": True, "record_dp.target_epsilon": eps,
-                                     "record_dp.target_rounds": participation}
-        run = _run(f"record-{'nodp' if eps is None else f'eps{eps:g}'}", record, dp, args.engine)
-        rows.append(("record-level", eps, run["audits"]["record-level"], run))
-    for eps in _eps_list(args.user_eps):
-        dp = {} if eps is None else {"user_dp.enabled": True, "user_dp.target_epsilon": eps}
-        run = _run(f"user-{'nodp' if eps is None else f'eps{eps:g}'}", user, dp, args.engine)
-        rows.append(("user-level", eps, run["audits"]["user-level"], run))
-    write_report(Path(args.out), rows, args, participation=participation,
-                 argv=argv if argv is not None else sys.argv[1:])
+    plan = [("user-level", eps, user, {} if eps is None else {"user_dp.enabled": True, "user_dp.target_epsilon": eps})
+            for eps in _eps_list(args.user_eps)]
+    plan += [("record-level", eps, record, {} if eps is None else {
+        "record_dp.enabled": True, "record_dp.target_epsilon": eps, "record_dp.target_rounds": participation})
+        for eps in _eps_list(args.record_eps)]
+    for i, (level, eps, base, dp) in enumerate(plan):
+        run = _run(f"{level.split('-')[0]}-{'nodp' if eps is None else f'eps{eps:g}'}", base, dp, args.engine)
+        rows.append((level, eps, run["audits"][level], run))
+        # the table so far after every run (a long benchmark keeps what it measured); the power table at the end
+        write_report(Path(args.out), rows, args, participation=participation, power=i == len(plan) - 1,
+                     argv=argv if argv is not None else sys.argv[1:])
     print(f"wrote {args.out}")
     return 0
 
@@ -183,7 +183,7 @@ def power_table(fraction: float, delta: float) -> list[str]:
     return lines
 
 
-def write_report(out: Path, rows, args, *, participation: int, argv) -> None:
+def write_report(out: Path, rows, args, *, participation: int, power: bool, argv) -> None:
     order = {"record-level": 0, "user-level": 1}
     rows = sorted(rows, key=lambda r: (order[r[0]], math.inf if r[1] is None else r[1]))
 
@@ -225,7 +225,8 @@ def write_report(out: Path, rows, args, *, participation: int, argv) -> None:
             f"{run['ndcg']:.4f} |")
     lines += ["", "Power of the white-box user-level audit, simulated (the score alone, 20 runs per cell; "
               f"δ = {args.user_delta:g}, guesses on {args.guess_fraction:g} of the canaries each way):", ""]
-    lines += power_table(args.guess_fraction, args.user_delta) if args.power else ["(not computed: --no-power)"]
+    lines += (power_table(args.guess_fraction, args.user_delta) if args.power and power else
+              ["(computed after the last run; not with --no-power)"])
     lines += ["", f"Command: `python -m fedrec.simulations.bench_empirical_audit {shlex.join(argv)}`", "",
               f"Machine: {machine()}. Engine: {args.engine}.", "",
               "A lower bound above the claimed ε would be a privacy bug (`fedrec audit verify` fails on it).", ""]

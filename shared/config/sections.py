@@ -246,7 +246,8 @@ class RunSection(Section):
     fraction_train: float = setting(0.0, "sample this fraction of all clients per round instead (0 = use the count)",
                                     old="fraction-train", server_only=True)
     client_sampling: str = setting("fixed", "'poisson' (rate C/N, amplification claimed) or 'fixed' (no "
-                                            "amplification)", old="client-sampling", server_only=True)
+                                            "amplification; under user_dp only the whole population, "
+                                            "run.fraction_train = 1)", old="client-sampling", server_only=True)
     aggregation_weights: str = setting("equal", "'equal' or 'examples'", old="aggregation-weights")
     server_learning_rate: float = setting(1.0, "global += lr * mean(delta)", old="server-learning-rate",
                                           server_only=True)
