@@ -30,16 +30,19 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,
 ) -> None:
     """Check signature and schema, recompute every epsilon with independent accountants, check consistency."""
-    from fedrec.shared.privacy.errors import KeyFileError
+    from fedrec.shared.privacy.errors import KeyFileError, ReportInputError
     from fedrec.shared.privacy.keys import load_public_key
     from fedrec.shared.privacy.report import has_failures, verify_report_file
 
     try:
         key = load_public_key(public_key) if public_key else None
-    except (KeyFileError, OSError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
+        findings = verify_report_file(report, public_key=key)
+    except (KeyFileError, OSError, ReportInputError) as e:  # nothing to check: an input error, not a failed check
+        if as_json:
+            typer.echo(json.dumps({"error": str(e)}, indent=2))
+        else:
+            console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
-    findings = verify_report_file(report, public_key=key)
     if as_json:
         typer.echo(json.dumps([f.to_json() for f in findings], indent=2))
     else:

@@ -165,16 +165,20 @@ def _print_summary(run: Path, seconds: float, example: Path) -> None:
 
     rounds = json.loads((run / "rounds.json").read_text())
     last_eval = next((r for r in reversed(rounds) if "eval_ndcg@10" in r), {})
-    ok = sum(r["status"] == "ok" for r in rounds)
+    trained = [r for r in rounds if "bytes_down_per_client" in r]  # a stop row (budget) trained nothing
+    ok = sum(r["status"] == "ok" for r in trained)
+    stopped = [r for r in rounds if str(r["status"]).startswith("stopped")]
+    last = trained[-1] if trained else {"bytes_down_per_client": 0, "bytes_up_per_client": 0}
     lines = [
         f"run directory   {run}",
-        f"rounds          {ok}/{len(rounds)} completed in {seconds:.0f} s",
+        f"rounds          {ok}/{len(trained)} completed in {seconds:.0f} s"
+        + (f"; {stopped[0]['status']} before round {stopped[0]['round']} (a normal end)" if stopped else ""),
         f"NDCG@10 / HR@10 {last_eval.get('eval_ndcg@10', float('nan')):.4f} / "
         f"{last_eval.get('eval_hr@10', float('nan')):.4f} (full ranking, {int(last_eval.get('eval_users', 0))} users)",
         f"sampled (99 neg) {last_eval.get('eval_ndcg@10_sampled', float('nan')):.4f} NDCG@10, "
         f"coverage@10 {last_eval.get('eval_coverage@10', float('nan')):.3f}",
-        f"bytes/client    {rounds[-1]['bytes_down_per_client'] / 1e6:.2f} MB down, "
-        f"{rounds[-1]['bytes_up_per_client'] / 1e6:.2f} MB up per round",
+        f"bytes/client    {last['bytes_down_per_client'] / 1e6:.2f} MB down, "
+        f"{last['bytes_up_per_client'] / 1e6:.2f} MB up per round",
         f"adapter         {run / 'adapter.safetensors'}",
         f"try             fedrec recommend --run {run} --history {example}",
     ]

@@ -9,7 +9,8 @@ evaluate: `client.evaluation`: rank the whole catalog for this user's held-out i
 query:    the handshakes at the start of a run: the catalog of a deployed run (store it, reply with its hash),
           the node's partition (`fedrec.shared.edge.node_order`), the audit's canary-client role.
 
-What a message asks of the device, its data and its identity come from `client.setup`.
+What a message asks of the device, its data and its identity come from `client.setup`. Every handler runs under
+`client.errors.guarded`: a failure reaches the server as an error code, its detail stays in the device's log.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flwr.clientapp import ClientApp
 
 from fedrec.client import evaluation, secure_aggregation, statistics
 from fedrec.client import train as train_job
+from fedrec.client.errors import guarded
 from fedrec.client.setup import is_deployed, store_catalog
 from fedrec.shared.edge.node_order import partition_of
 from fedrec.shared.hybrid.statistics import is_release
@@ -32,17 +34,21 @@ secure_aggregation.register(app)  # train.secagg_* stage handlers (SecAgg+), on 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     if is_release(msg.content["config"]):  # the release phase: a contribution to one statistic
-        return statistics.contribute(msg, context)
-    return train_job.train(msg, context)
+        return guarded(statistics.contribute, msg, context)
+    return guarded(train_job.train, msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return evaluation.evaluate(msg, context)
+    return guarded(evaluation.evaluate, msg, context)
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
+    return guarded(_query, msg, context)
+
+
+def _query(msg: Message, context: Context) -> Message:
     """The handshakes at the start of a run, dispatched on what the query's config asks.
 
     `QUERY_CATALOG`: a deployed run's catalog (`fedrec.shared.edge.catalog`).

@@ -1,4 +1,10 @@
-"""The evaluate job: rank the whole catalog for this user's held-out item, locally; reply with metric sums only."""
+"""The evaluate job: rank the whole catalog for this user's held-out item, locally; reply with metric sums only.
+
+Without a privacy setting the reply carries this user's sums, its top-10 ids (for coverage) and the time taken, in
+the clear. Under any privacy setting (`RunConfig.private`) nothing of that is sent: the device adds its sums
+(`RankingMetrics.to_sums`: hit, NDCG, counts and one count per catalog item for coverage) into a SecAgg+ sum with
+the other evaluated devices (`client.secure_aggregation.advertise_sums`), so the server learns only the total.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import time
 import numpy as np
 from flwr.app import Context, Message, RecordDict
 
+from fedrec.client import secure_aggregation
 from fedrec.client.setup import deployed_state, is_deployed, read_setup
 from fedrec.shared.metrics import RankingMetrics
 from fedrec.shared.model.build import build_model, set_global_state
@@ -32,5 +39,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         scores = score_histories(model, [split], setup.catalog, cfg, setup.released)[0]
         rng = np.random.default_rng([setup.seed, setup.server_round, setup.local_key])
         m.add_scores(scores, split.test_item, split.train_items, rng=rng)
+    if cfg.private:  # only inside a secure sum: no per-user figure, no top-10 list, no timing leaves the device
+        return secure_aggregation.advertise_sums(msg, context, m.to_sums(), bound=m.sums_bound())
     record = metrics_to_record(m, **{"eval-seconds": time.perf_counter() - t0, "peak-rss-mb": peak_rss_mb()})
     return Message(RecordDict({"metrics": record}), reply_to=msg)

@@ -27,10 +27,10 @@ from fedrec.shared.train.dp_sgd import NOISE_RNG, OPACUS_ACCOUNTANTS, plan_round
 
 #: What a DP device sends to the server outside the guarantee (plain metrics), for the report's trust notes.
 SENT_IN_THE_CLEAR = (
-    "sent to the server in the clear, outside the guarantee: whether the device trained or declined, its "
-    "cumulative record-level epsilon (a function of the public settings and of how many rounds it trained in), "
-    "the round's wall time, step count and peak memory; example counts, losses and token counts only when the run "
-    "sets dp-diagnostics (a simulation-only setting)"
+    "sent to the server in the clear, outside the guarantee: whether the device trained, declined or failed (an "
+    "error code only), and its cumulative record-level epsilon (a function of the public settings and of how many "
+    "rounds it trained in); no timing, step count or memory figure; its evaluation figures only inside a secure "
+    "sum with the other evaluated devices"
 )
 
 

@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from fedrec.client.device_state import DeviceState
 from fedrec.client.setup import RoundSetup, is_deployed
 from fedrec.shared.config import RunConfig
+from fedrec.shared.errors import DeviceError
 from fedrec.shared.hybrid.statistics import StatisticSpec
 from fedrec.shared.model.recommender import Recommender
 from fedrec.shared.privacy import PrivacyBudgetExceeded, PrivacyLedger
@@ -53,7 +54,7 @@ def save_record_ledger(context: Context, ledger: PrivacyLedger) -> None:
 def check_round_order(store: DeviceState, ledger: PrivacyLedger, setup: RoundSetup) -> None:
     """Refuse before training a round the ledger could not record (its rounds never go back)."""
     if ledger.entries and ledger.entries[-1].round > setup.server_round:
-        raise ValueError(f"{store.ledger_path}: this device's record-level ledger already holds round "
+        raise DeviceError("state", f"{store.ledger_path}: this device's record-level ledger already holds round "
                          f"{ledger.entries[-1].round}, and this message is round {setup.server_round} of run "
                          f"{setup.run_id!r}; ledger rounds never go back, so this state directory cannot take part "
                          "in an earlier round (or, yet, in a second run)")

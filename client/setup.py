@@ -34,6 +34,7 @@ from fedrec.shared.data.load import load_history
 from fedrec.shared.data.split import UserSplit, split_users
 from fedrec.shared.data.types import Catalog, DataFormatError
 from fedrec.shared.edge.catalog import catalog_from_bytes, catalog_sha256
+from fedrec.shared.errors import DeviceError
 from fedrec.shared.privacy.canaries import canary_client_index
 from fedrec.shared.protocol import (
     AUDIT_KEY,
@@ -81,10 +82,10 @@ def deployed_state(context: Context) -> DeviceState:
     """A deployed device's state directory (node config `state-dir`): required, never proposed by the server."""
     own = str(context.node_config.get(NODE_STATE_DIR, "") or "")
     if not own:
-        raise ValueError(f"a deployed device (node config {NODE_DATA_PATH}="
-                         f"{context.node_config.get(NODE_DATA_PATH)!r}) needs node config {NODE_STATE_DIR!r}: its "
-                         "privacy ledger, signing key, catalog and last adapter live there "
-                         "(fedrec client --state-dir DIR)")
+        raise DeviceError("state", f"a deployed device (node config {NODE_DATA_PATH}="
+                                   f"{context.node_config.get(NODE_DATA_PATH)!r}) needs node config "
+                                   f"{NODE_STATE_DIR!r}: its privacy ledger, signing key, catalog and last adapter "
+                                   "live there (fedrec client --state-dir DIR)")
     return DeviceState(Path(own))
 
 
@@ -97,13 +98,14 @@ _SPLITS: dict[tuple, UserSplit] = {}  # (path, mtime, size, user, catalog hash, 
 def _stored_catalog(store: DeviceState, expected: str) -> Catalog:
     """The catalog in the state directory, which must be the run's (`expected` SHA-256, from the message)."""
     if not expected:
-        raise ValueError(f"the server runs a deployed federation but its message names no {CATALOG_SHA256!r}")
+        raise DeviceError("config", f"the server runs a deployed federation but its message names no "
+                                    f"{CATALOG_SHA256!r}")
     data = store.load_catalog_bytes()
     digest = catalog_sha256(data)
     if digest != expected:
-        raise ValueError(f"{store.catalog_path}: this device's catalog (SHA-256 {digest}) is not the run's "
-                         f"({expected}); the server sends its catalog at the start of a run (query), so this device "
-                         "missed it: restart the device before the run starts")
+        raise DeviceError("catalog", f"{store.catalog_path}: this device's catalog (SHA-256 {digest}) is not the "
+                                     f"run's ({expected}); the server sends its catalog at the start of a run "
+                                     "(query), so this device missed it: restart the device before the run starts")
     if digest not in _CATALOGS:
         _CATALOGS.clear()
         _CATALOGS[digest] = catalog_from_bytes(data, where=str(store.catalog_path))
@@ -120,7 +122,8 @@ def _own_split(context: Context, catalog: Catalog, catalog_hash: str, cfg: RunCo
     try:
         st = os.stat(path)
     except OSError as e:
-        raise ValueError(f"node config {NODE_DATA_PATH}={str(path)!r}: cannot read the history file: {e}") from None
+        raise DeviceError("data", f"node config {NODE_DATA_PATH}={str(path)!r}: cannot read the history file: "
+                                  f"{e}") from None
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size, user, catalog_hash, cfg.data.split_seed,
            cfg.data.min_interactions)
     if key in _SPLITS:
@@ -129,10 +132,10 @@ def _own_split(context: Context, catalog: Catalog, catalog_hash: str, cfg: RunCo
         history, summary = load_history(path, catalog, user=user)
     except DataFormatError as e:
         hint = f" (set node config {NODE_USER!r} to choose the user)" if user is None else ""
-        raise ValueError(f"node config {NODE_DATA_PATH}: {e}{hint}") from None
+        raise DeviceError("data", f"node config {NODE_DATA_PATH}: {e}{hint}") from None
     if len(history) == 0:
-        raise ValueError(f"node config {NODE_DATA_PATH}={str(path)!r}: no item of user {history.user_id!r} is in "
-                         f"the run's catalog of {len(catalog)} items; {'; '.join(summary.lines())}")
+        raise DeviceError("data", f"node config {NODE_DATA_PATH}={str(path)!r}: no item of user {history.user_id!r} "
+                                  f"is in the run's catalog of {len(catalog)} items; {'; '.join(summary.lines())}")
     level = logging.WARNING if summary.skipped else logging.INFO  # skipped rows are counted, never dropped silently
     for line in summary.lines():
         log.log(level, "history %s", line)
@@ -161,8 +164,9 @@ def read_setup(msg: Message, context: Context) -> RoundSetup:
     released = record_to_state(msg.content[RELEASED]) if RELEASED in msg.content else {}
     if is_deployed(context):
         if not cfg.run.deployment_nodes:
-            raise ValueError(f"this is a deployed device (node config {NODE_DATA_PATH}) but the server runs a "
-                             "simulation (deployment-nodes = 0), whose clients read the server's data set")
+            raise DeviceError("config", f"this is a deployed device (node config {NODE_DATA_PATH}) but the server "
+                                        "runs a simulation (deployment-nodes = 0), whose clients read the server's "
+                                        "data set")
         if cfg.run.dp_diagnostics:  # a simulation-only setting: a device never sends loss or counts outside DP
             cfg = cfg.updated({"run.dp_diagnostics": False})
         catalog = _stored_catalog(deployed_state(context), catalog_hash)
@@ -170,8 +174,9 @@ def read_setup(msg: Message, context: Context) -> RoundSetup:
         return RoundSetup(cfg, catalog, split, global_state, server_round, seed, run_id,
                           _device_key(device_subject(context)), released, extra)
     if cfg.run.deployment_nodes:
-        raise ValueError(f"the server runs a deployed federation (deployment-nodes = {cfg.run.deployment_nodes}) but "
-                         f"this node has no node config {NODE_DATA_PATH!r} (its own history file)")
+        raise DeviceError("config", f"the server runs a deployed federation (deployment-nodes = "
+                                    f"{cfg.run.deployment_nodes}) but this node has no node config "
+                                    f"{NODE_DATA_PATH!r} (its own history file)")
     fed = load_federation(cfg)
     partition, partitions = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
     # partitions after the users' are the run's audit canary clients (fedrec.shared.privacy.canaries): no user, no data
@@ -210,13 +215,14 @@ def device_budget(cfg: RunConfig, context: Context) -> RunConfig:
 def store_catalog(msg: Message, context: Context) -> Message:
     """A deployed run's catalog (`fedrec.shared.edge.catalog`): check its hash, parse it, store it, reply the hash."""
     if not is_deployed(context):
-        raise ValueError(f"catalog query: this node is not a deployed device (no node config {NODE_DATA_PATH!r}); "
-                         "a simulated client reads the catalog from the run's data set")
+        raise DeviceError("config", f"catalog query: this node is not a deployed device (no node config "
+                                    f"{NODE_DATA_PATH!r}); a simulated client reads the catalog from the run's "
+                                    "data set")
     config = msg.content["config"]
     data, declared = bytes(config[QUERY_CATALOG]), str(config[CATALOG_SHA256])
     digest = catalog_sha256(data)
     if digest != declared:
-        raise ValueError(f"catalog query: the catalog's SHA-256 is {digest}, the message says {declared}")
+        raise DeviceError("catalog", f"catalog query: the catalog's SHA-256 is {digest}, the message says {declared}")
     catalog_from_bytes(data, where="catalog query")  # a malformed catalog is refused, never stored
     deployed_state(context).save_catalog(data)
     return Message(RecordDict({"config": ConfigRecord({CATALOG_SHA256: digest})}), reply_to=msg)

@@ -20,7 +20,7 @@ from flwr.app import Context, Message, MetricRecord
 
 from fedrec.client.record_dp import charge_release
 from fedrec.client.setup import RoundSetup, read_setup
-from fedrec.client.train import reply_with
+from fedrec.client.train import reply_with, sent_metrics
 from fedrec.shared.hybrid.statistics import StatisticSpec
 from fedrec.shared.hybrid.text import TextFeatures, text_features
 from fedrec.shared.model.build import build_model
@@ -47,6 +47,7 @@ def contribute(msg: Message, context: Context) -> Message:
                 return declined
         text = _text(setup) if spec.kind == "cross" else None
         contribution = spec.contribution(setup.split.train_items, setup.split.train_weights, text)
-    metrics = MetricRecord({"train-seconds": time.perf_counter() - t0, "steps": 0, "peak-rss-mb": peak_rss_mb()})
+    metrics = MetricRecord(sent_metrics(setup.cfg, {"train-seconds": time.perf_counter() - t0, "steps": 0,
+                                                    "peak-rss-mb": peak_rss_mb()}, {}))
     contribution = {k: np.asarray(v, dtype=np.float32) for k, v in contribution.items()}
     return reply_with(msg, context, setup.cfg, contribution, metrics)

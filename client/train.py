@@ -1,10 +1,11 @@
 """The train job: train on this user's own history, reply with the adapter *delta* (clipped under user-level DP).
 
 With record-level DP, training is DP-SGD (`client.record_dp`), the device's ledger is charged, its signed report
-rewritten, and a round that would exceed its budget is declined. Under DP only the metrics listed in
-`client.privacy_report.SENT_IN_THE_CLEAR` are sent. With secure aggregation the delta stays on the device and only
-public keys go back (`client.secure_aggregation`). A deployed device answers each (run, round) once: see
-`device_state` for the crash-safe round record and `_committed` for when a re-delivered round is refused.
+rewritten, and a round that would exceed its budget is declined. Under any privacy setting only the metrics listed
+in `client.privacy_report.SENT_IN_THE_CLEAR` are sent (`sent_metrics`: no telemetry, no data-dependent figure).
+With secure aggregation the delta stays on the device and only public keys go back (`client.secure_aggregation`).
+A deployed device answers each (run, round) once: see `device_state` for the crash-safe round record and
+`_committed` for when a re-delivered round is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fedrec.client.privacy_report import write_device_report
 from fedrec.client.record_dp import private_round, save_record_ledger
 from fedrec.client.setup import RoundSetup, device_budget, device_state, device_subject, is_deployed, read_setup
 from fedrec.shared.config import RunConfig
+from fedrec.shared.errors import DeviceError
 from fedrec.shared.model.build import build_model, set_global_state
 from fedrec.shared.model.recommender import trainable_state
 from fedrec.shared.privacy import PrivacyLedger
@@ -31,6 +33,19 @@ from fedrec.shared.secagg import wire as secagg_wire
 from fedrec.shared.train.local import train_local
 
 log = logging.getLogger("fedrec.client")
+
+
+def sent_metrics(cfg: RunConfig, telemetry: dict[str, float], diagnostics: dict[str, float]) -> dict[str, float]:
+    """The figures a train reply may carry besides the decline flag, the record-level epsilon and the canary flag.
+
+    Without a privacy setting: both. Under one (`RunConfig.private`): neither, since the round's seconds, step
+    count and peak memory are per-client telemetry (the step count reveals the history size unless DP-SGD fixes
+    it) and the example count, loss and token count are functions of the user's data; the simulation-only
+    `run.dp_diagnostics` sends them anyway, outside every guarantee (a deployed device turns it off).
+    """
+    if cfg.private and not cfg.run.dp_diagnostics:
+        return {}
+    return {**telemetry, **diagnostics}
 
 
 def reply_with(msg: Message, context: Context, cfg: RunConfig, delta: State, metrics: MetricRecord) -> Message:
@@ -63,12 +78,14 @@ def _committed(store: DeviceState, setup: RoundSetup, digest: str, session: str)
         return None
     where = f"round {setup.server_round} of run {setup.run_id!r} ({store.round_path})"
     if record.global_sha256 != digest:
-        raise ValueError(f"{where} was answered for another global adapter (SHA-256 {record.global_sha256[:16]}..., "
-                         f"now {digest[:16]}...); a device answers a round once and does not train in it again")
+        raise DeviceError("replayed", f"{where} was answered for another global adapter (SHA-256 "
+                                      f"{record.global_sha256[:16]}..., now {digest[:16]}...); a device answers a "
+                                      "round once and does not train in it again")
     if record.secagg_session != session:
-        raise ValueError(f"{where} was answered in SecAgg+ session {record.secagg_session or 'none'}, this message "
-                         f"opens session {session or 'none'}; sending the same update into a second session would let "
-                         "the server subtract two sums, so this device sits the round out")
+        raise DeviceError("replayed", f"{where} was answered in SecAgg+ session {record.secagg_session or 'none'}, "
+                                      f"this message opens session {session or 'none'}; sending the same update "
+                                      "into a second session would let the server subtract two sums, so this "
+                                      "device sits the round out")
     return record
 
 
@@ -79,9 +96,10 @@ def train(msg: Message, context: Context) -> Message:
     if split is None:  # an audit canary client: it "trains" by sending its random direction (zeros if excluded)
         t0 = time.perf_counter()
         delta = canary_client_update(global_state, seed=audit.direction_seed, norm=cfg.user_dp.clip_norm)
-        values = {"train-seconds": time.perf_counter() - t0, "steps": 0, "peak-rss-mb": peak_rss_mb(),
-                  CANARY_METRIC: 1, **({"num-examples": cfg.train.examples_per_user}
-                                       if cfg.run.aggregation_weights == "examples" else {})}
+        values = {CANARY_METRIC: 1, **sent_metrics(cfg, {"train-seconds": time.perf_counter() - t0, "steps": 0,
+                                                         "peak-rss-mb": peak_rss_mb()}, {}),
+                  **({"num-examples": cfg.train.examples_per_user} if cfg.run.aggregation_weights == "examples"
+                     else {})}
         return reply_with(msg, context, cfg, delta, MetricRecord(values))
     deployed = is_deployed(context)
     cfg = device_budget(cfg, context) if cfg.record_dp.enabled else cfg
@@ -111,10 +129,8 @@ def train(msg: Message, context: Context) -> Message:
     if cfg.user_dp.enabled:
         # DP-FedAvg: bound this user's whole contribution before it leaves the device (the server adds the noise).
         delta, _ = clip_update(delta, clip_norm=cfg.user_dp.clip_norm)
-    values: dict[str, float] = {"train-seconds": stats.seconds, "steps": stats.steps, "peak-rss-mb": peak_rss_mb()}
-    if not (cfg.record_dp.enabled or cfg.user_dp.enabled or cfg.secagg.enabled) or cfg.run.dp_diagnostics:
-        # Data-dependent figures (history size, loss): not covered by any DP guarantee, so not sent under DP.
-        values.update({"num-examples": stats.examples, "train-loss": stats.loss, "grad-tokens": stats.tokens})
+    values = sent_metrics(cfg, {"train-seconds": stats.seconds, "steps": stats.steps, "peak-rss-mb": peak_rss_mb()},
+                          {"num-examples": stats.examples, "train-loss": stats.loss, "grad-tokens": stats.tokens})
     record = RoundRecord(run_id=setup.run_id, server_round=server_round, global_sha256=digest,
                          secagg_session=session, metrics={**values, **extra}, update=delta,
                          ledger=ledger.dumps() if deployed and ledger is not None else "")

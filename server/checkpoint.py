@@ -8,7 +8,7 @@ the run (round 0) and after every round, holding everything the rest of the run 
   (`UserLevelDP.secret_state`), so the resumed run samples the same users and draws the noise an uninterrupted
   run would have drawn;
 - the round and client rows so far, the record-level epsilons devices reported (by partition), the audit's
-  secret seed;
+  secret seed and the sum of the released updates its canary clients are scored on;
 - a SHA-256 over all of it, so a damaged file is refused by name rather than half-used.
 
 Order within a round: **checkpoint first, then the public outputs** (ledger-user.json, adapter.safetensors,
@@ -74,6 +74,7 @@ class Checkpoint:
     released: State = field(default_factory=dict)  # the statistics released so far (public; server.releases)
     release_rows: list[dict[str, Any]] = field(default_factory=list)  # the release phase's rows
     optimizer: State = field(default_factory=dict)  # the server optimizer's state (ServerOptimizer.state)
+    audit_released: State | None = None  # the sum of the released updates (the audit's canary-client scores)
 
 
 def state_path(run: Path) -> Path:
@@ -102,10 +103,14 @@ def save_checkpoint(run: Path, ckpt: Checkpoint) -> Path:
                         for k, v in ckpt.initial_state.items()})
     tensors.update({f"released/{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.released.items()})
     tensors.update({f"optimizer/{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in ckpt.optimizer.items()})
+    if ckpt.audit_released is not None:
+        tensors.update({f"audit-released/{k}": np.ascontiguousarray(v, dtype=np.float64)
+                        for k, v in ckpt.audit_released.items()})
     doc = {f.name: getattr(ckpt, f.name) for f in fields(ckpt)
-           if f.name not in ("global_state", "initial_state", "released", "optimizer")}
+           if f.name not in ("global_state", "initial_state", "released", "optimizer", "audit_released")}
     doc["record_epsilons"] = {str(k): float(v) for k, v in ckpt.record_epsilons.items()}
     doc["has_initial_state"] = ckpt.initial_state is not None
+    doc["has_audit_released"] = ckpt.audit_released is not None
     meta = json.dumps(doc, sort_keys=True)
     folder = state_path(run).parent
     folder.mkdir(mode=0o700, exist_ok=True)
@@ -139,24 +144,26 @@ def load_checkpoint(run: Path) -> Checkpoint:
     try:
         doc = json.loads(meta)
         has_initial = bool(doc.pop("has_initial_state"))
+        has_released = bool(doc.pop("has_audit_released", False))  # absent from checkpoints made before it
         doc["record_epsilons"] = {int(k): float(v) for k, v in doc["record_epsilons"].items()}
-        ckpt = Checkpoint(
-            global_state={k.removeprefix("global/"): v for k, v in tensors.items() if k.startswith("global/")},
-            initial_state={k.removeprefix("initial/"): v for k, v in tensors.items() if k.startswith("initial/")}
-            if has_initial else None,
-            released={k.removeprefix("released/"): v for k, v in tensors.items() if k.startswith("released/")},
-            optimizer={k.removeprefix("optimizer/"): v for k, v in tensors.items() if k.startswith("optimizer/")},
-            **doc)
+
+        def part(prefix: str) -> State:
+            return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+        ckpt = Checkpoint(global_state=part("global/"), initial_state=part("initial/") if has_initial else None,
+                          released=part("released/"), optimizer=part("optimizer/"),
+                          audit_released=part("audit-released/") if has_released else None, **doc)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
     return ckpt
 
 
 def publish(run: Path, ledger: PrivacyLedger | None, rounds: list[dict[str, Any]],
-            client_rows: list[dict[str, Any]], *, adapter: tuple[State, int] | None,
+            client_rows: list[dict[str, Any]], *, adapter: tuple[State, int] | None, clients: Path,
             released: State | None = None, release_rows: list[dict[str, Any]] | None = None) -> None:
-    """The run's public outputs as of the last checkpoint: the user-level ledger, the adapter (if a round
-    released one), the released statistics, the round, release and client rows. Called only after
+    """The run's outputs as of the last checkpoint: the user-level ledger, the adapter (if a round released one),
+    the released statistics, the round and release rows, and the client rows into `clients` (the run's private
+    directory under a privacy setting: `fedrec.shared.run_dir.clients_dir`). Called only after
     `save_checkpoint`, never before."""
     if ledger is not None and len(ledger):
         ledger.save(run / "ledger-user.json")
@@ -168,7 +175,7 @@ def publish(run: Path, ledger: PrivacyLedger | None, rounds: list[dict[str, Any]
         write_rows(run, "releases", release_rows)
     if rounds:
         write_rows(run, "rounds", rounds)
-        write_rows(run, "clients", client_rows)
+        write_rows(clients, "clients", client_rows)
 
 
 def mark_finished(run: Path, *, rounds: int) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedrec.server.release import DpFedAvgRelease
+from fedrec.server.release import DpFedAvgRelease, add_weighted
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.types import Catalog
 from fedrec.shared.io import atomic_write_text
@@ -48,8 +48,8 @@ from fedrec.shared.privacy.canaries import (
     canary_client_index,
     canary_direction,
     canary_examples,
-    cosine_with,
     draw_record_canaries,
+    inner_product,
 )
 from fedrec.shared.privacy.empirical import CONFIDENCE, canary_cosine_estimate, guess_counts, one_run_audit
 from fedrec.shared.protocol import QUERY_CANARY_CLIENTS, ROLE_METRIC
@@ -72,12 +72,16 @@ RECORD_SCORE_BIAS = ("the change of the canary target's learned item bias, final
 RECORD_SCORE_LOGPROB = ("log-softmax of the canary's target over the catalog (its history items masked) given its "
                         "history prompt, final global adapter minus initial adapter")
 ITEM_BIAS = "item_bias.weight"  # (N, 1): the per-item bias in the adapter state (fedrec.shared.model)
-USER_METHOD = ("one-run audit (Steinke, Nasr & Jagielski, NeurIPS 2023) on canary clients (Andrew et al., ICLR "
-               "2024): membership guesses from cosines, epsilon lower bound from the binomial tail with the delta "
-               "term; plus Andrew et al.'s one-shot estimate")
+USER_METHOD = ("white-box one-run audit (Steinke, Nasr & Jagielski, NeurIPS 2023) on canary clients (Andrew et al., "
+               "ICLR 2024): membership guesses from each canary's score over every released update, epsilon lower "
+               "bound from the binomial tail with the delta term; plus Andrew et al.'s one-shot estimate")
 USER_CANARY = ("a virtual client with no data whose update is a fixed uniformly random unit direction over the "
-               "whole adapter times the clip norm S (zeros when excluded), sampled like every other client")
-USER_SCORE = "cosine between the canary's direction and the final global adapter minus the initial one"
+               "whole adapter times the clip norm S (zeros when excluded), inserted in every round it is sampled, "
+               "sampled like every other client")
+USER_SCORE = ("the inner product of each round's released noisy update with the canary's direction, summed over "
+              "all rounds (white-box: every intermediate release is observed; the score does not use which rounds "
+              "the canary was sampled in, which the sampling claim assumes secret); the estimate uses the same sum "
+              "as a cosine")
 ESTIMATE_METHOD = ("Andrew et al. (ICLR 2024) one-shot estimate: epsilon of the Gaussian pair (null N(0, 1/d), "
                    "N(mean, std^2) fitted to the inserted canaries' cosines); an estimate, not a bound")
 
@@ -101,6 +105,7 @@ class ServerAudit:
     client_in: np.ndarray  # (K,) bool
     client_seeds: list[int] = field(repr=False)
     seconds: float = 0.0  # server time spent on the audit (handshake, drawing, scoring, bounds)
+    released: State | None = field(default=None, repr=False)  # sum of the released updates (canary clients' score)
 
     # -- setup ------------------------------------------------------------------------------------------------
 
@@ -174,6 +179,13 @@ class ServerAudit:
     def is_canary_client(self, node: int) -> bool:
         return node in set(self.client_nodes)
 
+    def observe(self, update: State) -> None:
+        """A round's released update (the noisy mean it applies). A canary client's score is the sum over rounds of
+        the inner product of each release with its direction, which is the inner product with their running sum,
+        kept here (float64; saved in the checkpoint)."""
+        if self.client_nodes:
+            self.released = add_weighted(self.released, update, 1.0)
+
     # -- at the end ---------------------------------------------------------------------------------------------
 
     def finish(self, model: Recommender, catalog: Catalog, *, initial: State, final: State,
@@ -203,12 +215,15 @@ class ServerAudit:
             details["record_level"] = {"scores": [float(s) for s in scores], "included": self.record_in.tolist(),
                                        "hosts_that_trained": len(reported)}
         if self.client_nodes:
-            change = {k: np.asarray(final[k], dtype=np.float64) - np.asarray(initial[k], dtype=np.float64)
-                      for k in initial}
-            cosines = np.array([cosine_with(canary_direction(initial, s), change) for s in self.client_seeds])
-            k_plus, k_minus = guess_counts(len(cosines), self.cfg.audit.guess_fraction)
+            released = self.released or {k: np.zeros(np.shape(v)) for k, v in initial.items()}
+            norm = math.sqrt(sum(float(np.sum(v * v)) for v in released.values()))
+            # one direction at a time (a thousand canaries' directions would be gigabytes); the cosine is the score
+            # over the released sum's norm, the same order, in the units of the estimate's null N(0, 1/d)
+            scores = np.array([inner_product(canary_direction(initial, s), released) for s in self.client_seeds])
+            cosines = scores / norm if norm > 0 else np.zeros_like(scores)
+            k_plus, k_minus = guess_counts(len(scores), self.cfg.audit.guess_fraction)
             delta = user_delta if user_delta is not None else (self.cfg.user_dp.delta or default_user_delta(population))
-            result = one_run_audit(cosines, self.client_in, k_plus=k_plus, k_minus=k_minus, delta=delta,
+            result = one_run_audit(scores, self.client_in, k_plus=k_plus, k_minus=k_minus, delta=delta,
                                    confidence=CONFIDENCE)
             dim = int(sum(np.size(v) for v in initial.values()))
             estimate = canary_cosine_estimate(cosines[self.client_in], dimension=dim, delta=delta)
@@ -228,7 +243,8 @@ class ServerAudit:
                                    "std": float(out.std(ddof=1)) if out.size > 1 else None,
                                    "expected_std": dim ** -0.5}
             audits.append(entry)
-            details["user_level"] = {"cosines": cosines.tolist(), "included": self.client_in.tolist()}
+            details["user_level"] = {"scores": scores.tolist(), "cosines": cosines.tolist(),
+                                     "included": self.client_in.tolist()}
         self.seconds += time.perf_counter() - t0
         for a in audits:
             a["audit_seconds"] = round(self.seconds, 3)

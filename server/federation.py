@@ -1,9 +1,10 @@
 """One federated run: set up once, then a short loop of rounds, then the run's closing outputs.
 
     fed = Federation.start(grid, cfg, resume)          # population, run dir, model, nodes, privacy layers
+    run_release_phase(grid, fed)                        # server.releases: round 0, the statistics (once)
     for each remaining round:
-        stop if the next release would exceed the user-level budget
-        outcome = train_round(grid, fed, r)            # server.round: sample -> broadcast -> collect -> release
+        stop if the next release would exceed the user-level budget (a normal end: final evaluation, then finish)
+        outcome = run_round(grid, fed, r, fed.adapter_task(r))  # server.round: sample -> broadcast -> collect -> release
         evaluate every eval.every rounds                # server.evaluation
         fed.commit(outcome)                             # checkpoint first, then the public outputs
     fed.finish()                                        # empirical audit, signed privacy report, finished marker
@@ -51,7 +52,7 @@ from fedrec.server.privacy_report import write_run_report
 from fedrec.server.release import DpFedAvgRelease, MeanRelease, Release, ServerOptimizer
 from fedrec.server.releases import declared_releases, release_kinds, run_release_phase
 from fedrec.server.round import PlainCollector, RoundOutcome, RoundTask, run_round
-from fedrec.server.sampling import Sampler
+from fedrec.server.sampling import Sampler, check_user_level_sampling
 from fedrec.server.secure_aggregation import SecureCollector
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.types import Catalog
@@ -68,7 +69,7 @@ from fedrec.shared.protocol import (
     state_bytes,
     state_to_record,
 )
-from fedrec.shared.run_dir import new_run_dir, write_catalog, write_config
+from fedrec.shared.run_dir import clients_dir, new_run_dir, write_catalog, write_config
 
 log = logging.getLogger("fedrec.server")
 
@@ -108,7 +109,8 @@ def messages(kind: str, nodes: list[int], state: State, cfg: RunConfig, server_r
     if released:
         content[RELEASED] = state_to_record(released)
     # run-id names the run in device reports; device-state-root is only a proposal (a device's own state-dir wins)
-    root = Path(cfg.run.device_state_dir) if cfg.run.device_state_dir else run / "devices"
+    # simulated devices' state (ledgers, keys, reports: who trained when) is private under a privacy setting
+    root = Path(cfg.run.device_state_dir) if cfg.run.device_state_dir else clients_dir(run, cfg) / "devices"
     config = {**cfg.client_view(), SERVER_ROUND: server_round, SEED: cfg.run.seed, RUN_ID: run.name,
               DEVICE_STATE_ROOT: str(root.resolve()), **message_config(cfg)}  # deployed run: + the catalog's hash
     config.update(extra or {})
@@ -159,6 +161,7 @@ class Federation:
         saved: Checkpoint | None = None
         if resume is None:
             pop = server_population(cfg)  # simulation: the data set's users; deployment: N devices
+            check_user_level_sampling(cfg, pop.users + cfg.audit.canary_clients)  # a ConfigError before anything
             # target epsilons -> noise multipliers, before anything runs (the population includes canary clients)
             cfg = resolve_noise(cfg, pop.users + cfg.audit.canary_clients)
             run = new_run_dir(cfg)
@@ -213,6 +216,7 @@ class Federation:
             self.sampler.restore(state["sampler"], where=where)
         if self.audit is not None:
             self.audit.seconds += saved.audit_seconds
+            self.audit.released = saved.audit_released
         # re-derive the public outputs from the checkpoint: the killed server may have died before writing them
         self.publish(adapter=(self.global_state, self.adapter_round) if self.adapter_round else None)
         note_resumed(self.run, from_round=self.done)
@@ -257,6 +261,8 @@ class Federation:
             self.global_state = self.optimizer.step(self.global_state, outcome.update)
             self.succeeded += 1
             self.adapter_round = server_round
+            if self.audit is not None:  # canary clients are scored on every release (server.empirical_audit)
+                self.audit.observe(outcome.update)
         self.record_epsilons.update(outcome.record_epsilons)
 
     def apply_release(self, outcome: RoundOutcome, released: State) -> None:
@@ -277,9 +283,16 @@ class Federation:
         save_checkpoint(self.run, self.checkpoint())
         self.publish(adapter=(self.global_state, server_round) if outcome.update is not None else None)
 
-    def stop(self, server_round: int, why: str) -> dict[str, Any]:
-        """A normal end before the last round (the budget): recorded as a row, published."""
-        row = {"round": server_round, "status": f"stopped: {why}"}
+    def stop(self, grid: Grid, server_round: int, why: str) -> dict[str, Any]:
+        """A normal end before the last round (the budget): the current adapter gets the run's final evaluation,
+        then the stop is recorded as a row and published. Nothing is trained or released."""
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"round": server_round, "status": f"stopped: {why}", "sampled": 0, "updates": 0,
+                               "train_loss": float("nan")}
+        rows: list[dict[str, Any]] = []
+        row.update(evaluate(grid, self, server_round, rows, final=True))
+        self.client_rows.extend(self.order.annotate(r) for r in rows)
+        row["wall_seconds"] = round(time.perf_counter() - t0, 3)
         self.rounds.append(row)
         self.publish(adapter=None)
         return row
@@ -296,11 +309,13 @@ class Federation:
                           audit_seconds=self.audit.seconds if self.audit is not None else 0.0,
                           initial_state=self.initial_state if self.audit is not None else None,
                           released=self.released, release_rows=self.release_rows,
-                          optimizer=self.optimizer.state())
+                          optimizer=self.optimizer.state(),
+                          audit_released=self.audit.released if self.audit is not None else None)
 
     def publish(self, *, adapter: tuple[State, int] | None) -> None:
         publish(self.run, self.user_dp.ledger if self.user_dp is not None else None, self.rounds, self.client_rows,
-                adapter=adapter, released=self.released, release_rows=self.release_rows)
+                adapter=adapter, released=self.released, release_rows=self.release_rows,
+                clients=clients_dir(self.run, self.cfg))
 
     # -- end ------------------------------------------------------------------------------------------------
 
@@ -316,7 +331,7 @@ class Federation:
         if self.cfg.user_dp.enabled or self.cfg.record_dp.enabled:
             rounds = self.rounds
             write_run_report(self.run, self.cfg, dp, empirical_audit=empirical,
-                             rounds_run=len([r for r in rounds if "updates" in r and "sampled" in r]),
+                             rounds_run=len([r for r in rounds if not str(r["status"]).startswith("stopped")]),
                              record_epsilons=list(self.record_epsilons.values()),
                              rounds_without_release=tuple(r["round"] for r in rounds
                                                           if str(r.get("status", "")).startswith("aborted")),
@@ -343,8 +358,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         if fed.would_exceed_budget():
             log.warning("round %d: stopping, the next release would exceed user_dp.epsilon_max %.3g",
                         server_round, fed.cfg.user_dp.epsilon_max)
-            emit("round", {**fed.stop(server_round, "user-level budget"), "sampled": 0, "updates": 0,
-                           "train_loss": float("nan"), "wall_seconds": 0.0})
+            emit("round", fed.stop(grid, server_round, "user-level budget"))
             break
         t0 = time.perf_counter()
         outcome = run_round(grid, fed, server_round, fed.adapter_task(server_round))
@@ -355,6 +369,7 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         emit("round", outcome.row)
     fed.finish()
     if fed.succeeded == 0 and not (fed.released and fed.cfg.run.rounds == 0):
-        raise AllRoundsFailed(f"all {fed.cfg.run.rounds} rounds failed; see {fed.run / 'clients.csv'}")
+        raise AllRoundsFailed(f"all {fed.cfg.run.rounds} rounds failed; see "
+                              f"{clients_dir(fed.run, fed.cfg) / 'clients.csv'}")
     emit("done", {"run_dir": str(fed.run), "rounds": fed.rounds})
     return fed.run

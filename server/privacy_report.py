@@ -23,7 +23,7 @@ from fedrec.shared.privacy.report import (
     sign_report,
     write_report,
 )
-from fedrec.shared.privacy.report.inputs import ReleaseInputs
+from fedrec.shared.privacy.report.inputs import DEFAULT_NOT_COVERED, DIAGNOSTICS_NOT_COVERED, ReleaseInputs
 from fedrec.shared.privacy.report.render import write_rendered
 
 REPORT = "privacy-report.json"
@@ -93,8 +93,9 @@ def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, r
     dp_setting = "central (trusted server adds the noise)" if dp is not None else "local (on device)"
     if dp is not None and cfg.secagg.enabled:
         dp_setting = "central DP-FedAvg with server-side noise after secure aggregation (SecAgg+)"
+    not_covered = DEFAULT_NOT_COVERED + ((DIAGNOSTICS_NOT_COVERED,) if cfg.run.dp_diagnostics else ())
     scope = Scope(dp_setting=dp_setting, secure_aggregation=protocol, colluding_clients_max=colluding,
-                  trust_notes=notes)
+                  trust_notes=notes, not_covered=not_covered)
     user_level = None
     if dp is not None and len(dp.ledger):  # an empty ledger (every round aborted) released nothing
         population = dp.population
@@ -104,7 +105,9 @@ def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, r
                     if dp.poisson else
                     Sampling.no_amplification(population=population,
                                               expected_sample_size=cfg.run.clients_sampled(population),
-                                              evidence="fixed-size sample; no amplification claimed"))
+                                              evidence="full participation: every client is asked in every round "
+                                                       "(a fixed-size cohort smaller than N is refused under "
+                                                       "user-level DP); no amplification claimed"))
         user_level = GuaranteeInputs(
             ledger=dp.ledger,
             mechanism=Mechanism.dp_fedavg(noise_multiplier=cfg.user_dp.noise_multiplier,

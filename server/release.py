@@ -9,8 +9,9 @@ the server applies:
   contribution arrived or secure aggregation aborted.
 - `DpFedAvgRelease` (user-level DP, McMahan et al. 2018): Gaussian noise of standard deviation z*S on the *sum*
   (`fedrec.shared.privacy.mechanisms.add_gaussian_noise`), divided by a public denominator: the expected number
-  of clients q*N under Poisson sampling, the sample size under fixed sampling. One user changes the sum by at most
-  S, so the output's sensitivity is S / denominator whatever the data. Every round releases, also one with no
+  of clients q*N under Poisson sampling, the population N under full participation (the only fixed-size sample
+  user-level DP allows: `server.sampling.check_user_level_sampling`). One user changes the sum by at most S, so the
+  output's sensitivity is S / denominator whatever the data. Every round releases, also one with no
   survivor (noise only): the accountant counts every round, so skipping one would gain nothing. Only a secure
   round that aborted releases nothing, and then nothing enters the ledger. Each release is one `DpEvent` in the
   user-level `PrivacyLedger` (PoissonSampled(q, Gaussian(z)), or Gaussian(z) without amplification).
@@ -72,6 +73,9 @@ class DpFedAvgRelease:
         self.population = population
         self.sample_rate = sample_rate
         self.poisson = poisson
+        if not poisson and sample_rate < 1.0:  # server.sampling.check_user_level_sampling refuses it earlier
+            raise ValueError(f"user-level DP with a fixed cohort of {sample_rate:.3g} N clients: only Poisson "
+                             "sampling or full participation can be accounted")
         self.delta = cfg.user_dp.delta or default_user_delta(population)
         if self.delta >= 1.0 / population:
             raise ValueError(f"user_dp.delta {self.delta} must be < 1/N = {1 / population:.3g}")
@@ -167,13 +171,21 @@ def weighted_sum(deltas: list[State], weights: list[float]) -> tuple[State, floa
     total = float(sum(weights))
     if total <= 0:
         raise ValueError(f"aggregation weights must sum to > 0, found {total}")
-    out: State = {}
-    for key in deltas[0]:
-        acc = np.zeros(deltas[0][key].shape, dtype=np.float64)
-        for d, w in zip(deltas, weights, strict=True):
-            acc += w * d[key]
-        out[key] = acc
+    out: State | None = None
+    for d, w in zip(deltas, weights, strict=True):
+        out = add_weighted(out, d, w)
+    assert out is not None
     return out, total
+
+
+def add_weighted(total: State | None, delta: State, weight: float) -> State:
+    """`total` + weight * delta per tensor, in float64 (a new sum when `total` is None); `total` is updated in
+    place, so a round keeps one running sum instead of every delta."""
+    if total is None:
+        return {k: weight * np.asarray(v, dtype=np.float64) for k, v in delta.items()}
+    for k, v in delta.items():
+        total[k] += weight * np.asarray(v, dtype=np.float64)
+    return total
 
 
 def weighted_mean(deltas: list[State], weights: list[float]) -> State:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.app import Message, MessageType
 
-from fedrec.server.release import Aggregate, Release, weighted_sum
+from fedrec.server.release import Aggregate, Release, add_weighted
 from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.protocol import (
     DECLINED_METRIC,
@@ -81,14 +81,19 @@ class RoundOutcome:
 
 
 class PlainCollector:
-    """Contributions in the clear: the server checks each one, bounds it, and sums them itself."""
+    """Contributions in the clear: the server checks each one, bounds it, and sums them itself.
+
+    The sum is kept as it grows (float64), never the list of contributions: a round of a thousand clients (audit
+    canary clients included) then costs one adapter of memory, not a thousand. A factored statistic
+    (`task.outer`) keeps the running upper triangle of sum_i x_i x_i^T instead."""
 
     def __init__(self, task: RoundTask) -> None:
         self.clip_norm = task.clip_norm
         self.weighted = task.weighted
         self.outer = task.outer
-        self.deltas: list[State] = []
-        self.weights: list[float] = []
+        self.total: State | None = None
+        self.weight = 0.0
+        self.count = 0
         self.losses: list[float] = []
         self.tokens = 0
 
@@ -102,8 +107,11 @@ class PlainCollector:
         m = reply.content.get("metrics") or {}
         if self.clip_norm is not None:  # clients clip; the server enforces the bound it accounts for
             delta, _ = clip_update(delta, clip_norm=self.clip_norm)
-        self.deltas.append(delta)
-        self.weights.append(float(m["num-examples"]) if self.weighted else 1.0)
+        weight = float(m["num-examples"]) if self.weighted else 1.0
+        # a factored statistic: the server forms the Gram of the contributions itself
+        self.total = add_outer(self.total, delta) if self.outer else add_weighted(self.total, delta, weight)
+        self.weight += weight
+        self.count += 1
         if "train-loss" in m:  # data-dependent: not sent under DP unless run.dp_diagnostics
             self.losses.append(float(m["train-loss"]))
             self.tokens += int(m["grad-tokens"])
@@ -111,21 +119,18 @@ class PlainCollector:
 
     def finish(self, grid: Grid, template: State) -> tuple[Aggregate, dict[str, Any], list[dict[str, Any]]]:
         """The round's aggregate, extra round-row figures and extra client rows (none for a plain round)."""
-        if not self.deltas or sum(self.weights) <= 0:
-            return Aggregate(None, 0.0, len(self.deltas)), {}, []
-        if self.outer:  # a factored statistic: the server forms the Gram of the contributions itself
-            return Aggregate(outer_sum(self.deltas), float(len(self.deltas)), len(self.deltas)), {}, []
-        total, weight = weighted_sum(self.deltas, self.weights)
-        return Aggregate(total, weight, len(self.deltas)), {}, []
+        if not self.count or self.weight <= 0:
+            return Aggregate(None, 0.0, self.count), {}, []
+        return Aggregate(self.total, self.weight, self.count), {}, []
 
 
-def outer_sum(parts: list[State]) -> State:
-    """{name: upper triangle (diagonal included) of sum_i x_i x_i^T} for every tensor name of the parts."""
-    out: State = {}
-    for key in parts[0]:
-        x = np.stack([np.asarray(p[key], dtype=np.float64).ravel() for p in parts])  # (n, h)
-        gram = x.T @ x
-        out[key] = gram[np.triu_indices(gram.shape[0])]
+def add_outer(total: State | None, part: State) -> State:
+    """`total` + the upper triangle (diagonal included) of x x^T for every tensor x of `part` (float64, in place)."""
+    out: State = {} if total is None else total
+    for key, value in part.items():
+        x = np.asarray(value, dtype=np.float64).ravel()
+        tri = np.outer(x, x)[np.triu_indices(x.size)]
+        out[key] = tri if key not in out else out[key] + tri
     return out
 
 
@@ -142,13 +147,18 @@ def run_round(grid: Grid, fed: Federation, server_round: int, task: RoundTask) -
     replies = list(grid.send_and_receive(messages)) if task.nodes else []
     down = state_bytes(task.payload)
     rows: list[dict[str, Any]] = []
-    failures: list[str] = []
-    declined, rss, eps = 0, [], {}
+    failures: dict[int, str] = {}  # node -> why: each client counted once per round, whatever stage it left in
+    declined, rss, eps, seen, asked = 0, [], {}, set(), set(task.nodes)
     for reply in replies:
         node = reply.metadata.src_node_id
+        if node in seen or node not in asked:  # a second (re-delivered) or unasked reply is never used twice
+            fed.log.warning("round %d: node %d: ignored a reply (%s)", server_round, node,
+                            "a second one" if node in seen else "not asked in this round")
+            continue
+        seen.add(node)
         row = {"round": server_round, "node": node, "phase": task.phase, "bytes_down": down}
         if reply.has_error():
-            failures.append(reply.error.reason)
+            failures[node] = reply.error.reason
             rows.append({**row, "bytes_up": 0, "status": f"error: {reply.error.reason[:200]}"})
             continue
         m = reply.content.get("metrics") or {}
@@ -161,17 +171,21 @@ def run_round(grid: Grid, fed: Federation, server_round: int, task: RoundTask) -
         try:
             fields = collector.add(node, reply, task.template)
         except (KeyError, ValueError) as e:
-            failures.append(f"node {node}: bad reply: {e}")
+            failures[node] = f"bad reply: {e}"
             rows.append({**row, "bytes_up": 0, "status": f"rejected: {e}"})
             continue
-        rss.append(float(m["peak-rss-mb"]))
-        rows.append({**row, "seconds": float(m["train-seconds"]), **fields})
-    failures += [f"node {n}: no reply" for n in set(task.nodes) - {r.metadata.src_node_id for r in replies}]
+        if "peak-rss-mb" in m:  # per-client telemetry: not sent under a privacy setting (RunConfig.private)
+            rss.append(float(m["peak-rss-mb"]))
+        rows.append({**row, **({"seconds": float(m["train-seconds"])} if "train-seconds" in m else {}), **fields})
+    for n in task.nodes:
+        if n not in seen:
+            failures[n] = "no reply"
     aggregate, info, extra_rows = collector.finish(grid, task.template)
     rows.extend(extra_rows)
-    failures += info.pop("failures", [])
-    for f in failures:
-        fed.log.warning("round %d (%s): %s", server_round, task.phase, f)
+    for n, why in info.pop("dropouts", {}).items():
+        failures.setdefault(n, f"secure aggregation: dropped at {why}")
+    for n, why in failures.items():
+        fed.log.warning("round %d (%s): node %d: %s", server_round, task.phase, n, why)
     if aggregate.aborted:
         # Too few clients survived to unmask the sum: nothing is released, nothing enters the user-level
         # ledger (record-level spend on the devices stays counted: they trained).

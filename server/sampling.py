@@ -5,7 +5,10 @@ Two rules (`run.client_sampling`), each over the run's nodes in their stable ord
 - `poisson`: every node joins independently with probability q = C / N, so the number asked varies. This is
   what the user-level accountant's amplification by sampling assumes; a node that fails is a dropout, never
   replaced by another (a resample would change the distribution the accountant analysed).
-- `fixed`: exactly C distinct nodes. No amplification is claimed for it.
+- `fixed`: exactly C distinct nodes. No amplification is claimed for it. Under user-level DP only the whole
+  population (C = N: full participation) is allowed (`check_user_level_sampling`): a fixed-size cohort of C < N is
+  not a mechanism the add/remove accountant covers (adding one user displaces another, so the sum moves by up to
+  2S), and Poisson sampling is accounted exactly.
 
 Where the randomness comes from depends on whether the sample must stay secret:
 
@@ -26,7 +29,28 @@ from typing import Any
 
 import numpy as np
 
-from fedrec.shared.config import RunConfig
+from fedrec.shared.config import ConfigError, RunConfig
+
+
+def check_user_level_sampling(cfg: RunConfig, population: int) -> None:
+    """Refuse a fixed-size cohort smaller than the population under user-level DP (ConfigError, before round 1).
+
+    With a fixed cohort of C out of N, adding a user to the data set displaces another from the cohort, so the
+    sum changes by up to 2S (or the mechanism needs replace-one accounting): accounting it as Gaussian(z) under
+    add/remove adjacency with sensitivity S would under-state epsilon (for N = 40, C = 10, z = 1 the claimed
+    (2.086, 0.0173) really needs delta of about 0.03). Full participation (C = N) is exact: every user is in every
+    round, one user changes the sum by at most S.
+    """
+    if not cfg.user_dp.enabled or cfg.run.client_sampling != "fixed":
+        return
+    cohort = cfg.run.clients_sampled(population)
+    if cohort < population:
+        raise ConfigError(
+            f"run.client_sampling = 'fixed' samples {cohort} of {population} clients per round, and user-level DP "
+            "cannot account a fixed-size cohort smaller than the population under add/remove adjacency (adding "
+            "one user displaces another, so the sum's sensitivity is 2S, not S). Set run.client_sampling = "
+            "\"poisson\" (each client joins with probability C/N, amplification by sampling accounted exactly), or "
+            "ask every client every round (run.fraction_train = 1)")
 
 
 class Sampler:

@@ -12,6 +12,9 @@ calls the plain collector: `attach`, `add` per reply, `finish`), which runs one 
 
 What the server holds at the end: public keys, ciphertexts it cannot open, masked uploads that are uniform
 ring elements, the shares it asked for, and the exact sum (`SecureSum.total`). It never holds a client's delta.
+
+The same `SecureRound` sums any vector: `server.evaluation` runs one per evaluation under a privacy setting, over
+the evaluated devices' metric sums (`fedrec.shared.metrics.RankingMetrics.to_sums`) with their own encoding.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from fedrec.server.release import Aggregate
 from fedrec.shared.config import RunConfig
 from fedrec.shared.protocol import State
 from fedrec.shared.secagg import wire
-from fedrec.shared.secagg.encoding import round_encoding
+from fedrec.shared.secagg.encoding import FixedPointEncoding, round_encoding
 from fedrec.shared.secagg.errors import SecAggAborted
 from fedrec.shared.secagg.protocol import SESSION_BYTES, AdvertisedKeys
 from fedrec.shared.secagg.server import SecAggServer
@@ -88,11 +91,14 @@ class SecureSum:
 class SecureRound:
     """One round's secure aggregation: the setup sent with the train messages, then the remaining stages."""
 
-    def __init__(self, cfg: RunConfig, server_round: int, max_clients: int, clip_norm: float | None = None) -> None:
+    def __init__(self, cfg: RunConfig, server_round: int, max_clients: int, clip_norm: float | None = None,
+                 encoding: FixedPointEncoding | None = None) -> None:
         self.cfg = cfg
         self.server_round = server_round
         self.session = secrets.token_bytes(SESSION_BYTES)
-        self.encoding = round_encoding(cfg, max(1, max_clients), clip_norm)
+        # a training round's contributions by default (bounded by `clip_norm` when given); an evaluation passes
+        # `evaluation_encoding` (both sides derive it)
+        self.encoding = encoding or round_encoding(cfg, max(1, max_clients), clip_norm)
 
     def attach(self, messages: list[Message]) -> None:
         """Add the round setup to the train messages (same session and encoding for every client)."""
@@ -200,11 +206,10 @@ class SecureCollector:
         return {"bytes_up": 0, "status": "keys sent"}
 
     def finish(self, grid: Grid, template: State) -> tuple[Aggregate, dict[str, Any], list[dict[str, Any]]]:
-        """Run the remaining SecAgg+ stages: the aggregate, the round row's secagg_* figures (and `failures`) and
-        one client row per node that took part in a secure stage."""
+        """Run the remaining SecAgg+ stages: the aggregate, the round row's secagg_* figures (and `dropouts`: node ->
+        where and why it left) and one client row per node that took part in a secure stage."""
         secured = self.round.run(grid, self.advertised, template)
         survivors = len(secured.survivors)
-        info = {**secured.info, "failures": [f"node {n}: secure aggregation: dropped at {why}"
-                                             for n, why in secured.dropouts.items()]}
+        info = {**secured.info, "dropouts": dict(secured.dropouts)}
         aggregate = Aggregate(secured.total, float(survivors), survivors, aborted=secured.aborted)
         return aggregate, info, secured.client_rows(self.round.server_round)

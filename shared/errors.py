@@ -10,3 +10,13 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A setting is unknown or out of range; the message names the source, the key and the value."""
+
+
+class DeviceError(ValueError):
+    """A device cannot do what a message asks. `code` is one of `fedrec.shared.protocol.DEVICE_ERRORS`: the only
+    part of the failure that leaves the device; the message (which may name files and values) stays in the
+    device's own log."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

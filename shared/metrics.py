@@ -23,7 +23,9 @@ changes nothing.
 
 `RankingMetrics` is an accumulator of sums and counts, so that federated clients can each evaluate their own
 users and send only these sums (plus the ids of the items they were recommended, for catalog coverage); the
-server merges the contributions and the merged means equal those of one evaluation over all users.
+server merges the contributions and the merged means equal those of one evaluation over all users. Under a
+privacy setting a device sends them only inside a secure sum, as one vector (`to_sums`: the sums and one count
+per catalog item instead of the id list), and the server reads the total back with `from_sums`.
 """
 
 from __future__ import annotations
@@ -139,6 +141,10 @@ def topk_excluding(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarra
     return pool[order].astype(np.int64)
 
 
+#: The scalar sums of a contribution, in the order of `RankingMetrics.to_sums`.
+SUM_FIELDS = ("users", "hit_sum", "ndcg_sum", "sampled_users", "sampled_hit_sum", "sampled_ndcg_sum")
+
+
 @dataclass
 class RankingMetrics:
     """Mergeable sums behind HR@k, NDCG@k (full and sampled) and catalog coverage@k.
@@ -241,6 +247,38 @@ class RankingMetrics:
             sampled_ndcg_sum=float(d["sampled_ndcg_sum"]),
             recommended={int(i) for i in d["recommended"]},
         )
+
+    def to_sums(self) -> np.ndarray:
+        """The contribution as one float64 vector of sums, what a device adds into a secure sum under a privacy
+        setting: [users, hit, ndcg, sampled users, sampled hit, sampled ndcg] then one count per catalog item (1 if
+        it is in this contribution's top-k lists). Summing vectors sums every field; coverage is the number of
+        items with a count > 0, so no per-user list ever has to leave a device."""
+        head = [getattr(self, f) for f in SUM_FIELDS]
+        counts = np.zeros(self.num_items, dtype=np.float64)
+        if self.recommended:
+            counts[np.fromiter(self.recommended, dtype=np.int64)] = 1.0
+        return np.concatenate([np.asarray(head, dtype=np.float64), counts])
+
+    @classmethod
+    def from_sums(cls, sums: np.ndarray, *, k: int, num_negatives: int, num_items: int) -> RankingMetrics:
+        """The merged metrics from a (decoded) sum of `to_sums` vectors. Counts are rounded to integers: a
+        fixed-point secure sum carries a tiny quantization error (far below 1/2 per field, see
+        `fedrec.shared.secagg.encoding.evaluation_encoding`)."""
+        v = np.asarray(sums, dtype=np.float64).ravel()
+        if v.size != len(SUM_FIELDS) + num_items:
+            raise ValueError(f"evaluation sums: expected {len(SUM_FIELDS) + num_items} values, found {v.size}")
+        head = dict(zip(SUM_FIELDS, v[: len(SUM_FIELDS)], strict=True))
+        counts = np.rint(v[len(SUM_FIELDS):])
+        return cls(k=k, num_negatives=num_negatives, num_items=num_items, users=int(round(head["users"])),
+                   hit_sum=float(round(head["hit_sum"])), ndcg_sum=float(head["ndcg_sum"]),
+                   sampled_users=int(round(head["sampled_users"])),
+                   sampled_hit_sum=float(round(head["sampled_hit_sum"])),
+                   sampled_ndcg_sum=float(head["sampled_ndcg_sum"]),
+                   recommended={int(i) for i in np.flatnonzero(counts > 0)})
+
+    def sums_bound(self) -> float:
+        """An L2 bound on `to_sums()` of one user's contribution: six fields in [0, 1] and k ones."""
+        return math.sqrt(len(SUM_FIELDS) + self.k)
 
     def summary(self) -> dict[str, float]:
         """Means over users: hr@k, ndcg@k, hr@k_sampled, ndcg@k_sampled, coverage@k (NaN where undefined)."""

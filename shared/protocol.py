@@ -18,16 +18,19 @@ A release round's "train" message carries a release's public item list in "array
     device's clipped contribution.
 Device -> server, train reply:
     "arrays": ArrayRecord   the adapter *delta* (local minus global), float32, same keys as sent
-    "metrics": MetricRecord train-seconds, steps, peak-rss-mb; without DP (or with run.dp_diagnostics) also
-                            num-examples, train-loss, grad-tokens; with record-level DP RECORD_EPSILON_METRIC (the
-                            device's cumulative epsilon so far)
+    "metrics": MetricRecord without a privacy setting (or with run.dp_diagnostics): train-seconds, steps,
+                            peak-rss-mb, num-examples, train-loss, grad-tokens; with record-level DP
+                            RECORD_EPSILON_METRIC (the device's cumulative epsilon so far)
 Device -> server, train reply of a device whose record-level budget is spent (a dropout, not a failure):
     "metrics": MetricRecord DECLINED_METRIC = 1, RECORD_EPSILON_METRIC; no "arrays"
 Device -> server, evaluate reply:
-    "metrics": MetricRecord RankingMetrics.to_dict() sums (see fedrec.shared.metrics), eval-seconds
+    "metrics": MetricRecord RankingMetrics.to_dict() sums (see fedrec.shared.metrics), eval-seconds, peak-rss-mb
+                            (without a privacy setting; with one, SecAgg+ keys instead, see below)
 With secure aggregation the train message also carries ConfigRecord "secagg" (session id, max-clients), the
 train reply carries "secagg" (public keys) instead of "arrays", and three more message types follow
-("train.secagg_*"): see `fedrec.shared.secagg.wire`.
+("train.secagg_*"): see `fedrec.shared.secagg.wire`. Under any privacy setting an evaluate message carries the same
+setup and its reply only "secagg" (keys); the same three stages then sum the devices' RankingMetrics.to_sums
+vectors (`fedrec.shared.secagg.encoding.evaluation_encoding`).
 With an empirical audit a train message's config may hold AUDIT_KEY (JSON: the record canaries a host must
 include, or an included canary client's direction seed), a canary client's train reply carries CANARY_METRIC = 1
 and no loss, and a "query" message (QUERY_CANARY_CLIENTS) asks each node whether it is a canary client
@@ -35,6 +38,13 @@ and no loss, and a "query" message (QUERY_CANARY_CLIENTS) asks each node whether
 Handshakes at the start of a run ("query" messages): QUERY_PARTITION asks a node's partition (PARTITION_METRIC,
 `fedrec.shared.edge.node_order`); in a deployed run (run.deployment_nodes > 0) QUERY_CATALOG first sends every
 node the public catalog, answered with its CATALOG_SHA256 (`fedrec.shared.edge.catalog`).
+
+Under a privacy setting (record_dp, user_dp or secagg: `RunConfig.private`) a train reply's metrics are only
+DECLINED_METRIC, RECORD_EPSILON_METRIC and CANARY_METRIC (no timings, step counts or memory figures, unless the
+simulation sets run.dp_diagnostics), and an evaluate reply carries no metrics at all: the device answers with
+SecAgg+ keys and its RankingMetrics.to_sums vector follows only masked, inside the secure sum.
+A failed device replies with an Error whose reason is `device_error_reason(code)`, one of DEVICE_ERRORS: a code and
+a fixed text, never a path or a value from the device (the detail stays in the device's own log).
 
 Every metric travels unprotected (no DP, no masking); the privacy reports list them as not covered.
 """
@@ -71,6 +81,26 @@ ROLE_METRIC = "audit-canary-client"
 CANARY_METRIC = "audit-canary"
 DECLINED_METRIC = "declined"
 RECORD_EPSILON_METRIC = "record-epsilon"
+
+
+# -- device error codes: all a failed device tells the server ------------------------------------------------
+DEVICE_ERRORS = {
+    "data": "the device could not read or use its listening history",
+    "state": "the device's state directory is missing, unreadable or refused the round",
+    "catalog": "the device does not hold this run's catalog",
+    "config": "the device refused the run's settings or message",
+    "replayed": "the device already answered this round (for another adapter or secure-aggregation session)",
+    "secagg": "the device refused a secure-aggregation step",
+    "internal": "an unexpected error on the device",
+}
+DEVICE_ERROR_PREFIX = "fedrec device error"
+
+
+def device_error_reason(code: str) -> str:
+    """The whole text of a failed device's error reply: its code and the code's fixed meaning."""
+    if code not in DEVICE_ERRORS:
+        raise ValueError(f"unknown device error code {code!r}; expected one of {sorted(DEVICE_ERRORS)}")
+    return f"{DEVICE_ERROR_PREFIX} {code}: {DEVICE_ERRORS[code]} (details in the device's log)"
 
 
 def is_setting(key: str) -> bool:

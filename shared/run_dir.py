@@ -9,6 +9,12 @@
                          --resume` continues from (fedrec.server.checkpoint); finished.json once the run is over.
                          Publish a run directory without it.
     summary.txt          the closing summary that was printed
+
+Under a privacy setting (`RunConfig.private`) nothing per client is published: clients.json/.csv (who was asked,
+who trained or failed when, their timings and bytes) and the simulated devices' state directories go to the
+run's *private* directory, `<run.dir>/private/<run name>/` (`private_dir`, mode 0700), outside the run directory,
+so the run directory can be published as it is. Poisson amplification assumes the sample stays secret; rounds.*
+keep only per-round counts.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,7 @@ from fedrec.shared.data.types import Catalog
 from fedrec.shared.io import atomic_write_bytes, atomic_write_text, package_version
 
 ADAPTER = "adapter.safetensors"
+PRIVATE = "private"  # <run.dir>/private/<run name>: the server-private files of a run (never published)
 
 
 def versions() -> dict[str, str]:
@@ -38,6 +46,8 @@ def new_run_dir(cfg: RunConfig) -> Path:
     """A fresh, empty run directory. A named run never overwrites an earlier one; an unnamed run gets a
     timestamp (with a -2, -3, ... suffix if two runs start in the same second)."""
     parent = Path(cfg.run.dir)
+    if cfg.run.name == PRIVATE:
+        raise FileExistsError(f"run name {PRIVATE!r} is reserved: {parent / PRIVATE} holds the runs' private files")
     if cfg.run.name:
         path = parent / cfg.run.name
         if path.exists() and any(path.iterdir()):
@@ -50,6 +60,21 @@ def new_run_dir(cfg: RunConfig) -> Path:
             path = parent / f"{stamp}-{n}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def private_dir(run: Path) -> Path:
+    """The run's server-private directory, `<run.dir>/private/<run name>` (created 0700, its parent too):
+    per-client rows and simulated devices' state under a privacy setting, outside the publishable run directory."""
+    path = Path(run).parent / PRIVATE / Path(run).name
+    for p in (path.parent, path):
+        p.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(p, 0o700)
+    return path
+
+
+def clients_dir(run: Path, cfg: RunConfig) -> Path:
+    """Where clients.json/.csv of `run` go: the private directory under a privacy setting, else the run's own."""
+    return private_dir(run) if cfg.private else Path(run)
 
 
 def write_config(run: Path, cfg: RunConfig, **extra: Any) -> None:

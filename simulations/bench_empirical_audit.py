@@ -1,29 +1,36 @@
 """Benchmark (not a test): claimed vs empirical epsilon on HetRec Last.fm-2K, record-level and user-level.
 
-    python -m fedrec.simulations.bench_empirical_audit [--data ../shared/data/hetrec2011-lastfm-2k] [--rounds 40]
-        [--clients-per-round 50] [--canaries 1000] [--canary-clients 200] [--record-eps 1,4,8,none]
-        [--user-eps 1,4,8,none] [--engine ray|inprocess] [--baseline] [--out simulations/results/empirical_audit.md]
+    python -m fedrec.simulations.bench_empirical_audit [--data ../shared/data/hetrec2011-lastfm-2k]
+        [--record-users 40] [--record-rounds 2] [--record-clients-per-round 10] [--record-eps 1,4,8,none]
+        [--user-users 10] [--user-rounds 2] [--canary-clients 1000] [--user-sample-rate 1] [--user-eps 1,4,8,none]
+        [--engine inprocess|ray] [--out simulations/results/empirical_audit.md]
 
-One federated run per setting, each with the audit inside it (`fedrec.server.empirical_audit`):
+One federated run per row, each with the audit inside it (`fedrec.server.empirical_audit`). The two guarantees
+get their own design, because what gives an audit power differs:
 
-* record-level, target eps in --record-eps: on-device DP-SGD (record-dp) with `record-target-epsilon` = eps over
-  `record-target-rounds` = ceil(rounds * clients per round / users) rounds (a device's expected participation; the
-  target is also its budget, so a device sampled more often declines), and M record canaries;
-* user-level, target eps in --user-eps: DP-FedAvg (user-dp, Poisson client sampling) with `user-target-epsilon` =
-  eps, and K canary clients (they join the population: N = users + K);
-* "none": one run without DP holding both audits (the attack's power when nothing protects the canaries).
+* record-level, target eps in --record-eps: the first --record-users users of the data set, --record-clients-per-round
+  clients a round for --record-rounds rounds, on-device DP-SGD (record_dp) calibrated to eps over
+  ceil(rounds * clients per round / users) rounds (a device's expected participation; the target is also its
+  budget), and one record canary per user (M = --record-users; a canary needs a host device);
+* user-level, target eps in --user-eps: the first --user-users users plus K = --canary-clients canary clients, whose
+  update is a fixed random unit direction times S in every round they are sampled (the strongest insertion a client
+  can make); DP-FedAvg calibrated to eps over --user-rounds releases. --user-sample-rate q = 1 (the default) asks
+  every client every round (full participation, no amplification claimed); q < 1 samples each client independently
+  with probability q (Poisson, amplification claimed). The score is white-box: the inner product of every round's
+  released noisy update with the canary's direction, summed over rounds;
+* "none": the same design without DP (the attack's power when nothing protects the canaries).
 
-The table puts the claimed epsilon (measured in the run: the largest record-level epsilon the canary hosts reported;
-the run's user-level epsilon) beside the lower bound (95%) and, for canary clients, Andrew et al.'s estimate,
-with the audit's cost: the server's audit time (handshake, drawing, scoring, bounds) and the canary clients' own
-time; record canaries add one example to a host's round. `--baseline` adds a run without DP and without audit,
-for the wall-time difference. `--max-users N` runs on the first N users only, for a quick check.
+Why many canary clients and full participation: the bound's power grows with the number of guesses (a fixed
+fraction of the canaries) and with how far an included canary's score stands from an excluded one's, which is
+(rounds it was sampled in) / (z sqrt(rounds)). At q = 1 every canary is in every round, the score is exactly the
+Gaussian mechanism the accountant analyses (mu = sqrt(T) / z), so the audit can come close to the claim whatever
+T is; at q < 1 a canary is in about qT rounds and the sum over all T rounds adds the noise of the rounds it missed.
+The results file discusses the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import shlex
@@ -33,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.data.federation import load_federation
 from fedrec.simulations.bench_lastfm2k import DEFAULT_DATA, machine
 
 OUT = Path(__file__).parent / "results" / "empirical_audit.md"
@@ -55,119 +61,175 @@ def _run(name: str, base: dict[str, Any], changes: dict[str, Any], engine: str) 
     wall = time.perf_counter() - t0
     rounds = json.loads((run / "rounds.json").read_text())
     last = next((r for r in reversed(rounds) if "eval_ndcg@10" in r), {})
+    calibrated = json.loads((run / "config.json").read_text())["config"]["user_dp"]  # after target calibration
     out: dict[str, Any] = {"name": name, "run": run, "wall": wall, "ndcg": last.get("eval_ndcg@10", math.nan),
-                           "audits": {}, "canary_client_seconds": 0.0, "audit_seconds": 0.0}
+                           "z": calibrated["noise_multiplier"], "audits": {}, "audit_seconds": 0.0}
     results = run / "audit" / "results.json"
     if results.is_file():
         doc = json.loads(results.read_text())
         out["audits"] = {a["level"]: a for a in doc["audits"]}
         out["audit_seconds"] = float(doc["audit_seconds"])
-        truth = json.loads((run / "audit" / "canaries.json").read_text())
-        canary_nodes = {str(c["node"]) for c in truth["canary_clients"]}
-        with open(run / "clients.csv", newline="") as f:
-            out["canary_client_seconds"] = sum(float(r["seconds"] or 0) for r in csv.DictReader(f)
-                                               if r["phase"] == "train" and r["node"] in canary_nodes)
     print(f"{name}: wall {wall:.0f} s, audit {out['audit_seconds']:.1f} s, "
           + "; ".join(f"{lv}: bound {a['epsilon_lower_bound']:.3g} claimed {a['claimed_epsilon']}"
                       for lv, a in out["audits"].items()), flush=True)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--max-users", type=int, default=0, help="first N users only (0 = all)")
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--clients-per-round", type=int, default=50)
-    ap.add_argument("--canaries", type=int, default=1000, help="record canaries M (at most one per user)")
-    ap.add_argument("--canary-clients", type=int, default=200, help="canary clients K")
-    ap.add_argument("--guess-fraction", type=float, default=0.1, help="k+ = k- = this fraction of the canaries")
+    ap.add_argument("--record-users", type=int, default=40, help="users of the record-level runs (= canaries)")
+    ap.add_argument("--record-rounds", type=int, default=2)
+    ap.add_argument("--record-clients-per-round", type=int, default=10)
+    ap.add_argument("--user-users", type=int, default=10, help="real users of the user-level runs")
+    ap.add_argument("--user-rounds", type=int, default=2)
+    ap.add_argument("--canary-clients", type=int, default=1000, help="canary clients K of the user-level runs")
+    ap.add_argument("--user-sample-rate", type=float, default=1.0,
+                    help="1 = every client every round (full participation); < 1 = Poisson with this q")
+    ap.add_argument("--guess-fraction", type=float, default=0.1,
+                    help="user-level: k+ = k- = this fraction of the canary clients")
+    ap.add_argument("--record-guess-fraction", type=float, default=0.25,
+                    help="record-level: k+ = k- = this fraction of the record canaries (fewer canaries: guess more)")
     ap.add_argument("--user-delta", type=float, default=1e-6,
-                    help="user-level delta (default 1e-6, well below 1/N: the audit's delta term is 2 K delta)")
+                    help="user-level delta (1e-6, the default for N >= 100,000 and below 1/(10 N) here)")
     ap.add_argument("--record-eps", default="1,4,8,none")
     ap.add_argument("--user-eps", default="1,4,8,none")
-    ap.add_argument("--engine", default="ray", choices=("ray", "inprocess"))
-    ap.add_argument("--baseline", action="store_true", help="also run without DP and without audit (wall time)")
-    ap.add_argument("--set", "-s", action="append", default=[], help="extra RunConfig KEY=VALUE")
+    ap.add_argument("--engine", default="inprocess", choices=("ray", "inprocess"))
+    ap.add_argument("--no-power", dest="power", action="store_false",
+                    help="leave out the simulated power table (canaries x rounds; about a minute)")
+    ap.add_argument("--set", "-s", action="append", default=[], help="extra RunConfig KEY=VALUE (both designs)")
     ap.add_argument("--run-dir", default="runs")
     ap.add_argument("--out", default=str(OUT))
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if not args.data.startswith("synthetic") and not Path(args.data).is_dir():
         print(f"data directory {args.data} not found (HetRec Last.fm-2K is not shipped with fedrec)", file=sys.stderr)
         return 2
-    base: dict[str, Any] = {"data.source": args.data, "data.max_users": args.max_users, "run.rounds": args.rounds,
-                            "run.clients_per_round": args.clients_per_round, "eval.every": args.rounds,
-                            "audit.guess_fraction": args.guess_fraction, "run.dir": args.run_dir,
-                            "user_dp.delta": args.user_delta,
-                            "run.name": f"bench-audit-{time.strftime('%Y%m%d-%H%M%S')}",
-                            **dict(kv.split("=", 1) for kv in args.set)}
-    users = len(load_federation(RunConfig.from_mapping({k: v for k, v in base.items() if k != "run.name"})).splits)
-    m = min(args.canaries, users)
-    participation = max(1, math.ceil(args.rounds * min(args.clients_per_round, users) / users))
-    record_eps, user_eps = _eps_list(args.record_eps), _eps_list(args.user_eps)
+    common: dict[str, Any] = {"data.source": args.data, "run.dir": args.run_dir,
+                              "run.name": f"bench-audit-{time.strftime('%Y%m%d-%H%M%S')}",
+                              **dict(kv.split("=", 1) for kv in args.set)}
+    record = {**common, "audit.guess_fraction": args.record_guess_fraction,
+              "data.max_users": args.record_users, "run.rounds": args.record_rounds,
+              "run.clients_per_round": args.record_clients_per_round, "eval.every": args.record_rounds,
+              "audit.canaries": args.record_users}
+    participation = max(1, math.ceil(args.record_rounds * args.record_clients_per_round / args.record_users))
+    q = args.user_sample_rate
+    user = {**common, "audit.guess_fraction": args.guess_fraction,
+            "data.max_users": args.user_users, "run.rounds": args.user_rounds, "eval.every": args.user_rounds,
+            "audit.canary_clients": args.canary_clients, "user_dp.delta": args.user_delta,
+            **({"run.client_sampling": "fixed", "run.fraction_train": 1.0} if q >= 1 else
+               {"run.client_sampling": "poisson", "run.fraction_train": q})}
     rows: list[tuple[str, float | None, dict[str, Any], dict[str, Any]]] = []  # (level, target, audit, run)
-    if None in record_eps or None in user_eps:
-        run = _run("nodp", base, {"audit.canaries": m if None in record_eps else 0,
-                                  "audit.canary_clients": args.canary_clients if None in user_eps else 0},
-                   args.engine)
-        rows += [(level, None, a, run) for level, a in run["audits"].items()]
-    for eps in (e for e in record_eps if e is not None):
-        run = _run(f"record-eps{eps:g}", base, {"audit.canaries": m, "record_dp.enabled": True,
-                                                "record_dp.target_epsilon": eps,
-                                                "record_dp.target_rounds": participation}, args.engine)
-        rows.append(("record-level", eps, run["audits"]["record-level"], run))
-    for eps in (e for e in user_eps if e is not None):
-        run = _run(f"user-eps{eps:g}", base, {"audit.canary_clients": args.canary_clients, "user_dp.enabled": True,
-                                              "run.client_sampling": "poisson", "user_dp.target_epsilon": eps},
-                   args.engine)
-        rows.append(("user-level", eps, run["audits"]["user-level"], run))
-    baseline = _run("baseline", base, {}, args.engine) if args.baseline else None
-    write_report(Path(args.out), rows, baseline, args, users=users, m=m, participation=participation,
-                 argv=argv if argv is not None else sys.argv[1:])
+    plan = [("user-level", eps, user, {} if eps is None else {"user_dp.enabled": True, "user_dp.target_epsilon": eps})
+            for eps in _eps_list(args.user_eps)]
+    plan += [("record-level", eps, record, {} if eps is None else {
+        "record_dp.enabled": True, "record_dp.target_epsilon": eps, "record_dp.target_rounds": participation})
+        for eps in _eps_list(args.record_eps)]
+    for i, (level, eps, base, dp) in enumerate(plan):
+        run = _run(f"{level.split('-')[0]}-{'nodp' if eps is None else f'eps{eps:g}'}", base, dp, args.engine)
+        rows.append((level, eps, run["audits"][level], run))
+        # the table so far after every run (a long benchmark keeps what it measured); the power table at the end
+        write_report(Path(args.out), rows, args, participation=participation, power=i == len(plan) - 1,
+                     argv=argv if argv is not None else sys.argv[1:])
     print(f"wrote {args.out}")
     return 0
 
 
-def write_report(out: Path, rows, baseline, args, *, users: int, m: int, participation: int, argv) -> None:
+# (q, rounds) designs and canary counts of the power table; q = 1 is full participation
+POWER_DESIGNS = ((1.0, 5), (1.0, 20), (0.5, 20), (0.25, 20))
+POWER_CANARIES = (200, 1000, 5000)
+
+
+def simulated_bound(eps: float, q: float, rounds: int, canaries: int, *, fraction: float, delta: float,
+                    repeats: int = 20, seed: int = 0) -> tuple[float, float, float]:
+    """(z, median, min) of the white-box user-level bound over `repeats` simulated runs of the score alone.
+
+    z is calibrated as a run would be (PLD, `rounds` releases, Poisson q or none at q = 1); an included canary's
+    score is k + N(0, z^2 rounds) with k ~ Bin(rounds, q) the rounds it was sampled in, an excluded one's the noise
+    alone (in units of S / D). Real users' updates, which project on a random direction with variance about
+    |sum|^2 / d, are left out: they only add noise.
+    """
+    import numpy as np
+
+    from fedrec.shared.privacy.calibrate import user_noise_for
+    from fedrec.shared.privacy.empirical import guess_counts, one_run_audit
+
+    z = user_noise_for(target_epsilon=eps, rounds=rounds, sample_rate=None if q >= 1 else q, delta=delta)
+    rng = np.random.default_rng(seed)
+    k_plus, k_minus = guess_counts(canaries, fraction)
+    bounds = []
+    for _ in range(repeats):
+        included = rng.random(canaries) < 0.5
+        sampled = rng.binomial(rounds, q, size=canaries) if q < 1 else np.full(canaries, rounds)
+        scores = included * sampled + rng.normal(0.0, z * math.sqrt(rounds), canaries)
+        bounds.append(one_run_audit(scores, included, k_plus=k_plus, k_minus=k_minus, delta=delta).epsilon_lower_bound)
+    return z, float(np.median(bounds)), float(np.min(bounds))
+
+
+def power_table(fraction: float, delta: float) -> list[str]:
+    """Markdown rows: the simulated bound per claimed epsilon, design (q, rounds) and number of canary clients."""
+    lines = ["| claimed ε | q | rounds | z | " + " | ".join(f"K = {k}: median (min)" for k in POWER_CANARIES) + " |",
+             "|---|---|---|---|" + "---|" * len(POWER_CANARIES)]
+    for eps in (8.0, 4.0, 1.0):
+        for q, rounds in POWER_DESIGNS:
+            cells, z = [], 0.0
+            for k in POWER_CANARIES:
+                z, med, low = simulated_bound(eps, q, rounds, k, fraction=fraction, delta=delta)
+                cells.append(f"{med:.2f} ({low:.2f})")
+            lines.append(f"| {eps:g} | {q:g} | {rounds} | {z:.3g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(out: Path, rows, args, *, participation: int, power: bool, argv) -> None:
     order = {"record-level": 0, "user-level": 1}
     rows = sorted(rows, key=lambda r: (order[r[0]], math.inf if r[1] is None else r[1]))
 
     def num(x: float | None, fmt: str = ".3g") -> str:
         return "none" if x is None else format(x, fmt)
 
+    population = args.user_users + args.canary_clients
+    sampling = ("every client in every round (full participation, no amplification claimed)"
+                if args.user_sample_rate >= 1 else
+                f"Poisson sampling at q = {args.user_sample_rate:g} (amplification claimed)")
     lines = [
         "# Empirical privacy audit on Last.fm-2K: claimed vs measured epsilon",
         "",
-        f"{users} users, {args.rounds} rounds, {args.clients_per_round} clients per round. Record-level: M = {m} "
-        f"record canaries (at most one per device, each included with probability 1/2), on-device DP-SGD calibrated "
-        f"to the target over {participation} round(s) per device (the expected participation; the target is also the "
-        f"device's budget). User-level: K = {args.canary_clients} canary clients (each included with probability "
-        f"1/2), DP-FedAvg with Poisson sampling calibrated to the target over {args.rounds} releases at delta = "
-        f"{args.user_delta:g}. Guesses: "
-        f"k+ = k- = {args.guess_fraction:g} of the canaries, fixed in advance. Lower bounds at 95% confidence "
-        "(Steinke, Nasr & Jagielski 2023, with the delta term); the estimate is Andrew et al. (2024), not a bound.",
+        f"Record-level rows: the first {args.record_users} users, {args.record_rounds} rounds of "
+        f"{args.record_clients_per_round} clients, M = {args.record_users} record canaries (one per device, each "
+        f"included with probability 1/2), on-device DP-SGD calibrated to the target over {participation} round(s) per "
+        f"device (the expected participation; the target is also the device's budget). User-level rows: the first "
+        f"{args.user_users} users plus K = {args.canary_clients} canary clients (N = {population}; each included with "
+        f"probability 1/2; an included one sends S times its random unit direction), {args.user_rounds} rounds, "
+        f"{sampling}, DP-FedAvg calibrated to the target over {args.user_rounds} releases at delta = "
+        f"{args.user_delta:g}; white-box score: each round's released noisy update's inner product with the "
+        f"canary's direction, summed over rounds. Guesses, fixed in advance: k+ = k- = "
+        f"{args.record_guess_fraction:g} of the record canaries, {args.guess_fraction:g} of the canary clients. "
+        "Lower bounds at 95% confidence (Steinke, Nasr & Jagielski 2023, with the delta term); the estimate is "
+        "Andrew et al. (2024), not a bound.",
         "",
-        "| guarantee | target ε | claimed ε (measured) | δ | canaries | guesses in/out | correct | lower bound "
-        "(95%) | one-shot estimate | audit time: server / canary clients | run wall time | NDCG@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| guarantee | target ε | claimed ε (measured) | z | δ | canaries | guesses in/out | correct | lower bound "
+        "(95%) | one-shot estimate | audit time (server) | run wall time | NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level, target, a, run in rows:
         est = a.get("estimate")
+        z = run["z"] if level == "user-level" and target is not None else None
         lines.append(
-            f"| {level} | {num(target, 'g')} | {num(a['claimed_epsilon'])} | {a['delta']:.3g} | {a['canaries']} "
-            f"({a['included']} in) | {a['guesses_in']} / {a['guesses_out']} | {a['correct']} of {a['guesses']} | "
-            f"{a['epsilon_lower_bound']:.3g} | {'n/a' if est is None else num(est['epsilon'])} | "
-            f"{run['audit_seconds']:.1f} s / {run['canary_client_seconds']:.1f} s | {run['wall']:.0f} s | "
+            f"| {level} | {num(target, 'g')} | {num(a['claimed_epsilon'])} | {num(z)} | {a['delta']:.3g} | "
+            f"{a['canaries']} ({a['included']} in) | {a['guesses_in']} / {a['guesses_out']} | "
+            f"{a['correct']} of {a['guesses']} | {a['epsilon_lower_bound']:.3g} | "
+            f"{'n/a' if est is None else num(est['epsilon'])} | {run['audit_seconds']:.1f} s | {run['wall']:.0f} s | "
             f"{run['ndcg']:.4f} |")
-    lines += [""]
-    if baseline is not None:
-        lines += [f"Baseline without DP and without audit: {baseline['wall']:.0f} s wall, NDCG@10 "
-                  f"{baseline['ndcg']:.4f}.", ""]
-    lines += [f"Command: `python -m fedrec.simulations.bench_empirical_audit {shlex.join(argv)}`", "",
+    lines += ["", "Power of the white-box user-level audit, simulated (the score alone, 20 runs per cell; "
+              f"δ = {args.user_delta:g}, guesses on {args.guess_fraction:g} of the canaries each way):", ""]
+    lines += (power_table(args.guess_fraction, args.user_delta) if args.power and power else
+              ["(computed after the last run; not with --no-power)"])
+    lines += ["", f"Command: `python -m fedrec.simulations.bench_empirical_audit {shlex.join(argv)}`", "",
               f"Machine: {machine()}. Engine: {args.engine}.", "",
-              "A lower bound above the claimed ε would be a privacy bug (`fedrec audit verify` fails on it). Bounds "
-              "far below the claim are expected: one black-box attack in one run measures what it can detect, "
-              "not the worst case the accountant bounds.", ""]
+              "A lower bound above the claimed ε would be a privacy bug (`fedrec audit verify` fails on it).", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
 

@@ -173,7 +173,10 @@ def summarise(run: Path, workers: int) -> dict[str, Any]:
     rounds = json.loads((run / "rounds.json").read_text())
     train = [r for r in rounds if "train_seconds" in r]
     steady = train[1:] or train  # round 1 includes the workers' start-up (model load, catalog table)
-    clients = [r for r in csv.DictReader(open(run / "clients.csv", encoding="utf-8")) if r["phase"] == "train"]
+    from fedrec.shared.run_dir import clients_dir, read_config
+
+    rows_at = clients_dir(run, read_config(run)) / "clients.csv"  # private under record DP
+    clients = [r for r in csv.DictReader(open(rows_at, encoding="utf-8")) if r["phase"] == "train"]
     busy = {}
     for r in clients:
         if r.get("seconds"):

@@ -52,12 +52,15 @@ def secagg_round(data: str, clients: int, rundir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     import csv
 
-    rows = list(csv.DictReader((run / "clients.csv").open()))
+    from fedrec.shared.run_dir import clients_dir
+
+    rows = list(csv.DictReader((clients_dir(run, cfg) / "clients.csv").open()))  # private under DP
     per_node: dict[str, list[int]] = {}  # node -> [down, up] over the training phases (train message + SecAgg+)
     eval_down = []
     for r in rows:
-        if r["phase"] == "evaluate":
-            eval_down.append(int(float(r["bytes_down"] or 0)))
+        if r["phase"].startswith("evaluate"):  # the evaluate message and, under DP, its secure sum's stages
+            if r["phase"] == "evaluate":
+                eval_down.append(int(float(r["bytes_down"] or 0)))
             continue
         acc = per_node.setdefault(r["node"], [0, 0])
         acc[0] += int(float(r["bytes_down"] or 0))

@@ -120,6 +120,12 @@ class RunConfig:
         section, name = canonical_key(key).split(".", 1)
         return getattr(getattr(self, section), name)
 
+    @property
+    def private(self) -> bool:
+        """Any privacy setting on (record_dp, user_dp or secagg): then nothing per user leaves a device in the clear
+        (evaluation only inside a secure sum, no per-client telemetry), and per-client rows stay server-private."""
+        return self.record_dp.enabled or self.user_dp.enabled or self.secagg.enabled
+
     # -- writing ---------------------------------------------------------------------------------------------
 
     def to_flat(self) -> dict[str, Any]:

@@ -244,7 +244,7 @@ class UserDpConfig(Section):
     target_epsilon: float = setting(0.0, "if > 0: calibrate z so run.rounds releases reach this epsilon, and make it "
                                          "the user-level budget unless user_dp.epsilon_max is set",
                                     old="user-target-epsilon", server_only=True)
-    delta: float = setting(0.0, "user-level delta (0 = 1/N^1.1)", old="user-delta", server_only=True)
+    delta: float = setting(0.0, "user-level delta (0 = min(1e-6, 1/(10 N)))", old="user-delta", server_only=True)
     epsilon_max: float = setting(0.0, "stop before a round would exceed this (0 = none)", old="user-epsilon-max",
                                  server_only=True)
 
@@ -328,7 +328,8 @@ class RunSection(Section):
     fraction_train: float = setting(0.0, "sample this fraction of all clients per round instead (0 = use the count)",
                                     old="fraction-train", server_only=True)
     client_sampling: str = setting("fixed", "'poisson' (rate C/N, amplification claimed) or 'fixed' (no "
-                                            "amplification)", old="client-sampling", server_only=True)
+                                            "amplification; under user_dp only the whole population, "
+                                            "run.fraction_train = 1)", old="client-sampling", server_only=True)
     aggregation_weights: str = setting("equal", "'equal' or 'examples'", old="aggregation-weights")
     server_learning_rate: float = setting(1.0, "global += lr * step (the server optimizer's step)",
                                           old="server-learning-rate", server_only=True)

@@ -145,8 +145,12 @@ def canary_client_update(template: Mapping[str, np.ndarray], *, seed: int | None
     return {k: (direction[k] * norm).astype(np.float32) for k in template}
 
 
+def inner_product(direction: Mapping[str, np.ndarray], change: Mapping[str, np.ndarray]) -> float:
+    """<direction, change> over every tensor, in float64."""
+    return sum(float(np.sum(direction[k] * np.asarray(change[k], dtype=np.float64))) for k in direction)
+
+
 def cosine_with(direction: Mapping[str, np.ndarray], change: Mapping[str, np.ndarray]) -> float:
-    """cos(direction, change) for a unit `direction` and the model change (final - initial), in float64."""
-    dot = sum(float(np.sum(direction[k] * np.asarray(change[k], dtype=np.float64))) for k in direction)
+    """cos(direction, change) for a unit `direction` and a model change (the sum of the released updates), float64."""
     norm = math.sqrt(sum(float(np.sum(np.asarray(v, dtype=np.float64) ** 2)) for v in change.values()))
-    return dot / norm if norm > 0 else 0.0
+    return inner_product(direction, change) / norm if norm > 0 else 0.0

@@ -46,6 +46,11 @@ class ReportSchemaError(ReportError):
         self.problems = problems or (message,)
 
 
+class ReportInputError(ReportSchemaError):
+    """A report file cannot be read as JSON at all (missing, unreadable, truncated, not UTF-8): an input error,
+    which `fedrec audit verify` tells apart (exit 2) from a report that parses but fails a check (exit 1)."""
+
+
 class SignatureError(PrivacyError):
     """A report's signature is missing, malformed, invalid, or made with a key other than the expected one."""
 

@@ -138,6 +138,23 @@ def round_encoding(cfg: RunConfig, max_clients: int, clip_norm: float | None = N
                               max_clients=max_clients, ring_bits=cfg.secagg.ring_bits)
 
 
+#: Ring of the evaluation sums: 64 bits, so that even a million evaluated devices sum exactly (every count field
+#: decodes within far less than 1/2 of its integer value); the vector is small (a few fields plus one count per
+#: catalog item), so the wider words cost little.
+EVALUATION_RING_BITS = 64
+
+
+def evaluation_encoding(max_clients: int, bound: float) -> FixedPointEncoding:
+    """The encoding of one secure evaluation sum (`fedrec.shared.metrics.RankingMetrics.to_sums` vectors), built the
+    same way by the server and every evaluated device.
+
+    `bound` is the L2 bound of one device's vector (`RankingMetrics.sums_bound`); S = 2 * bound leaves room for
+    the rounding margin, so a vector within `bound` is encoded as it is, never clipped (metrics are not clipped:
+    a device whose vector exceeds the bound refuses instead).
+    """
+    return FixedPointEncoding(clip_norm=2.0 * bound, max_clients=max_clients, ring_bits=EVALUATION_RING_BITS)
+
+
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a + b in the ring (numpy unsigned arithmetic wraps modulo 2^b)."""
     return np.add(a, b, dtype=a.dtype)

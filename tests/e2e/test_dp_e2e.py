@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from fedrec.cli.main import app
 from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.ledger import PrivacyLedger
+from fedrec.shared.run_dir import private_dir
 from fedrec.simulations.simulate import simulate
 
 
@@ -34,8 +35,8 @@ def test_devices_decline_over_budget_and_the_server_goes_on(dp_run):
     assert rounds[0]["status"] == "ok" and rounds[0]["updates"] == 8 and rounds[0]["declined"] == 0
     assert rounds[1]["declined"] == 8 and rounds[1]["updates"] == 0 and rounds[1]["status"] == "noise only"
     assert "eval_ndcg@10" in rounds[1]
-    clients = (run / "clients.csv").read_text()
-    assert clients.count("declined: device privacy budget") == 8
+    clients = (private_dir(run) / "clients.csv").read_text()  # server-private under DP: who trained when
+    assert clients.count("declined: device privacy budget") == 8 and not (run / "clients.csv").exists()
 
 
 def test_user_level_ledger_has_one_release_per_round(dp_run):
@@ -59,10 +60,12 @@ def test_run_report_verifies(dp_run):
 
 
 def test_every_device_writes_a_signed_report_that_verifies(dp_run):
-    """Each simulated device keeps its state under <run>/devices/partition-<i>: a record-level ledger of its one
-    round and a report signed with its own key that `fedrec audit verify` passes."""
+    """Each simulated device keeps its state under <run.dir>/private/<run>/devices/partition-<i> (outside the
+    published run directory: its ledger says when it trained): a record-level ledger of its one round and a report
+    signed with its own key that `fedrec audit verify` passes."""
     _, run = dp_run
-    devices = sorted((run / "devices").iterdir())
+    assert not (run / "devices").exists()
+    devices = sorted((private_dir(run) / "devices").iterdir())
     assert [d.name for d in devices] == [f"partition-{i}" for i in range(8)]
     for d in devices:
         assert PrivacyLedger.load(d / "record-ledger.json").rounds() == [1]

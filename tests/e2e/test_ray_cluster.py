@@ -198,4 +198,6 @@ def test_simulation_attaches_to_a_loopback_ray_head(tiny_llama_dir, tmp_path):
     initial = {k: v.numpy() for k, v in trainable_state(build_model(cfg, load_federation(cfg).catalog)).items()}
     final = read_adapter(run / "adapter.safetensors")
     assert final.keys() == initial.keys() and any(not np.array_equal(final[k], initial[k]) for k in final)
-    assert list((run / "devices").glob("partition-*/record-ledger.json"))
+    from fedrec.shared.run_dir import private_dir
+
+    assert list((private_dir(run) / "devices").glob("partition-*/record-ledger.json"))  # private under DP

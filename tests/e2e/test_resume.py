@@ -29,6 +29,7 @@ from fedrec.server.checkpoint import load_checkpoint, state_path
 from fedrec.server.sampling import Sampler
 from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.ledger import PrivacyLedger
+from fedrec.shared.run_dir import private_dir
 from fedrec.simulations.simulate import simulate
 
 runner = CliRunner()
@@ -56,7 +57,7 @@ def _rounds(run: Path) -> list[int]:
 
 def _sampled_partitions(run: Path) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
-    for r in csv.DictReader((run / "clients.csv").open()):
+    for r in csv.DictReader((private_dir(run) / "clients.csv").open()):  # private: these runs use DP
         if r["phase"] == "train":
             out.setdefault(int(r["round"]), []).append(int(r["partition"]))
     return {k: sorted(v) for k, v in out.items()}
@@ -101,10 +102,10 @@ def test_a_crash_after_the_checkpoint_republishes_and_releases_once(tiny_llama_d
     trained), and a finished run refuses a second resume."""
     real_publish = federation.publish
 
-    def crash_publishing_round_2(run, ledger, rounds, client_rows, *, adapter):
+    def crash_publishing_round_2(run, ledger, rounds, client_rows, *, adapter, clients):
         if len(rounds) == 2:
             raise KeyboardInterrupt("killed before publishing round 2")
-        return real_publish(run, ledger, rounds, client_rows, adapter=adapter)
+        return real_publish(run, ledger, rounds, client_rows, adapter=adapter, clients=clients)
 
     monkeypatch.setattr(federation, "publish", crash_publishing_round_2)
     cfg = _cfg(tiny_llama_dir, tmp_path, "after", {"audit.canary_clients": 2, "record_dp.enabled": True,
@@ -127,7 +128,8 @@ def test_a_crash_after_the_checkpoint_republishes_and_releases_once(tiny_llama_d
     assert again["secret_seed"] == truth["secret_seed"]
     assert [c["included"] for c in again["canary_clients"]] == [c["included"] for c in truth["canary_clients"]]
     assert (run / "audit" / "results.json").is_file() and (run / "privacy-report.json").is_file()
-    for device in (run / "devices").iterdir():  # rounds 1-2 trained before the crash, round 3 after the resume
+    assert not (run / "devices").exists() and not (run / "clients.csv").exists()  # never published under DP
+    for device in (private_dir(run) / "devices").iterdir():  # rounds 1-2 trained before the crash, 3 after resume
         trained = [r for r, parts in _sampled_partitions(run).items() if int(device.name.split("-")[1]) in parts]
         assert PrivacyLedger.load(device / "record-ledger.json").rounds() == trained
     assert not state_path(run).exists()  # finished: the secrets are deleted
@@ -249,5 +251,5 @@ def test_a_run_resumes_on_the_ray_engine_by_partition(tiny_llama_dir, tmp_path, 
     assert simulate(None, engine="ray", num_cpus=2, resume=run) == run
     assert _rounds(run) == [1, 2] and PrivacyLedger.load(run / "ledger-user.json").rounds() == [1, 2]
     assert _sampled_partitions(run).get(2, []) == expected_round_2
-    nodes = {r["node"] for r in csv.DictReader((run / "clients.csv").open()) if r["round"] == "2"}
+    nodes = {r["node"] for r in csv.DictReader((private_dir(run) / "clients.csv").open()) if r["round"] == "2"}
     assert not nodes & {str(i) for i in range(1, 9)}  # Ray's node ids are not the in-process engine's 1..8

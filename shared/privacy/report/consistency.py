@@ -202,11 +202,10 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
                  f"{samp['method']} sampling as declared (q = {samp['sample_rate']}, N = {samp['population']})"))
 
     # -- delta vs population
-    n, delta = samp["population"], acc["delta"]
-    who = "users" if level == USER_LEVEL else "example slots on the device"
-    out.append(f("delta.population", delta < 1 / n, f"delta {delta:g} {'<' if delta < 1 / n else '>='} 1/N = "
-                 f"{1 / n:.3g} (N = {n} {who})" + ("" if delta < 1 / n else
-                                                   ": a mechanism that publishes one unit's data can meet it")))
+    out.append(_delta_finding(name, level, samp["population"], acc["delta"]))
+
+    # -- one accountant per figure: the curve is the headline's, and ends at it
+    out.append(_curve_finding(name, g))
 
     # -- plain-words statement
     out.append(_statement_finding(f"{name}.statement", g["statement"] == guarantee_statement(level, g, scope)))
@@ -245,6 +244,36 @@ def _release_check(ledger: PrivacyLedger, components: list, declared: Mapping[st
             problems.append(f"entries[{i}] (release {name!r}) is not round 0, Gaussian(z = {r['noise_multiplier']}) "
                             f"with sensitivity {r['sensitivity']} and no sampling, as declared")
     return not problems, "; ".join(problems) or f"{len(seen)} round-0 release(s) as declared: {sorted(seen)}"
+
+
+def _curve_finding(name: str, g: Mapping[str, Any]) -> Finding:
+    """The epsilon-over-rounds curve must use the headline's accountant and end at the headline figure."""
+    curve, acc = g["epsilon_by_round"], g["accounting"]
+    check = f"{name}.epsilon_by_round.accountant"
+    if curve["accountant"] != acc["accountant"]:
+        return Finding(check, "warn", f"the curve uses the {curve['accountant']} accountant, the headline epsilon "
+                                      f"{acc['accountant']}: a reader sees two figures for one run")
+    last = curve["points"][-1]["epsilon"] if curve["points"] else None
+    if last is None or not math.isclose(last, acc["epsilon"], rel_tol=1e-6, abs_tol=1e-9):
+        return Finding(check, "fail", f"the curve ({curve['accountant']}) ends at {last}, the reported epsilon is "
+                                      f"{acc['epsilon']}")
+    return Finding(check, "pass", f"the curve uses the headline's {acc['accountant']} accountant and ends at the "
+                                  f"reported epsilon {acc['epsilon']:.6g}")
+
+
+def _delta_finding(name: str, level: str, n: int, delta: float) -> Finding:
+    """delta against the population: fail at >= 1/N (publishing one random unit's whole data meets it), warn
+    above 1/(10 N) (weak: fedrec's default is min(1e-6, 1/(10 N)) for users)."""
+    who = "users" if level == USER_LEVEL else "example slots on the device"
+    where = f"delta {delta:g} vs 1/N = {1 / n:.3g} (N = {n} {who})"
+    if delta >= 1 / n:
+        return Finding(f"{name}.delta.population", "fail",
+                       f"{where}: delta >= 1/N, a mechanism that publishes one unit's data can meet it")
+    if delta > 1 / (10 * n):
+        return Finding(f"{name}.delta.population", "warn",
+                       f"{where}: delta > 1/(10 N) = {1 / (10 * n):.3g}, a weak delta (a random unit's data is "
+                       "published with probability up to N delta > 0.1)")
+    return Finding(f"{name}.delta.population", "pass", f"{where}: delta <= 1/(10 N)")
 
 
 def _statement_finding(check: str, same: bool) -> Finding:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedrec.shared.io import atomic_write_bytes
-from fedrec.shared.privacy.errors import ReportSchemaError
+from fedrec.shared.privacy.errors import ReportInputError, ReportSchemaError
 from fedrec.shared.privacy.report.schema import REPORT_SCHEMA, SCHEMA_NAME, SCHEMA_VERSION, validate
 
 
@@ -89,8 +89,8 @@ def loads_strict(text: str, *, where: str = "report") -> Any:
 
     try:
         return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-    except json.JSONDecodeError as e:
-        raise ReportSchemaError(f"{where}: not valid JSON: {e}", field="") from None
+    except json.JSONDecodeError as e:  # truncated or not JSON: nothing to check, an input error
+        raise ReportInputError(f"{where}: not valid JSON: {e}", field="") from None
 
 
 def parse_report(text: str, *, where: str = "report") -> dict[str, Any]:

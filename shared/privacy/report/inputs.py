@@ -16,13 +16,23 @@ from fedrec.shared.privacy.ledger import PrivacyLedger
 # leaves the device or the server outside the DP mechanism.
 RUN_OUTPUTS_COVERED = ("every round's global adapter (each released aggregate, including intermediate ones)",)
 DEVICE_OUTPUTS_COVERED = ("every adapter update this device sent to the server, in every round it trained in",)
+# fedrec under any privacy setting: devices send no per-user metric, list or telemetry in the clear; what the
+# server and the published run directory still learn is listed here (docs/privacy-reports.md, per setting).
 DEFAULT_NOT_COVERED = (
-    "training and evaluation metrics sent in the clear (losses, NDCG/HR, timings)",
-    "counts sent in the clear (number of examples or records, update weights, which clients took part)",
-    "the evaluation protocol and its results",
+    "which devices were asked, trained, declined (record-level budget spent) or failed (an error code, never a "
+    "path or a value), per round: seen by the server, kept server-private; the published run directory holds "
+    "per-round counts only",
+    "each training device's cumulative record-level epsilon (with record-level DP): seen by the server, published "
+    "as min/median/p90/max across devices",
+    "federated evaluation: the sums of hits, NDCG and per-item top-10 counts over the evaluated devices, which the "
+    "server sees only as their total (secure aggregation) and publishes as means, without DP noise",
+    "message sizes and arrival times",
     "the public item catalog (artists, tags) and the public base model",
     "hyper-parameter tuning and any run not recorded in this ledger",
 )
+# Added when a simulation sets run.dp_diagnostics (deployed devices never send these).
+DIAGNOSTICS_NOT_COVERED = ("per device, in the clear (run.dp_diagnostics, a simulation-only setting): loss, example "
+                           "and token counts, training time, step count and peak memory")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -115,7 +115,11 @@ def summary_rows(section: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def plot_epsilon_png(report: Mapping[str, Any]) -> bytes | None:
-    """Epsilon after each round (the curve accountant) with the reported figure marked; None if no guarantee."""
+    """Epsilon after each round with the reported figure marked; None if no guarantee.
+
+    The curve is drawn with the headline's accountant (the report's `epsilon_by_round`), named on the y axis, so
+    it ends at the reported epsilon; cross-check figures are marked apart and labelled with their accountant.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -126,6 +130,7 @@ def plot_epsilon_png(report: Mapping[str, Any]) -> bytes | None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     top = 0.0
+    curve_accountants = sorted({g["epsilon_by_round"]["accountant"] for _, g in sections})
     for label, g in sections:
         curve, acc = g["epsilon_by_round"], g["accounting"]
         xs = [p["round"] for p in curve["points"]]
@@ -139,7 +144,7 @@ def plot_epsilon_png(report: Mapping[str, Any]) -> bytes | None:
                        label=f"cross-check ε = {c['epsilon']:.4g} ({c['accountant']})")
         top = max(top, *ys, acc["epsilon"], *(c["epsilon"] for c in acc["cross_check"]))
     ax.set_xlabel("round")
-    ax.set_ylabel("ε (upper bound)")
+    ax.set_ylabel(f"ε (upper bound, {' / '.join(curve_accountants)} accountant)")
     ax.set_ylim(0, top * 1.15 or 1.0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")

@@ -43,7 +43,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedrec.shared.privacy.accountants import ACCOUNTANTS, independent_accountants, make_accountant
 from fedrec.shared.privacy.empirical import epsilon_lower_bound
-from fedrec.shared.privacy.errors import PrivacyError, ReportSchemaError, SignatureError, UnknownAccountant
+from fedrec.shared.privacy.errors import (
+    PrivacyError,
+    ReportInputError,
+    ReportSchemaError,
+    SignatureError,
+    UnknownAccountant,
+)
 from fedrec.shared.privacy.ledger import PrivacyLedger
 from fedrec.shared.privacy.report.consistency import Finding, format_rounds, report_findings
 from fedrec.shared.privacy.report.document import loads_strict, validate_report
@@ -64,9 +70,20 @@ def has_failures(findings: list[Finding]) -> bool:
 
 def verify_report_file(path: str | Path, *, public_key: Ed25519PublicKey | None = None,
                        recompute: bool = True) -> list[Finding]:
-    """`verify_report` on a file; a file that is not strict JSON is a failed ``schema`` finding."""
+    """`verify_report` on a file.
+
+    Raises `ReportInputError` when there is nothing to check: the file cannot be read, is not UTF-8, or is not
+    JSON at all (truncated). JSON that a crafted report could use to mislead a reader (duplicate keys, NaN) is a
+    failed ``schema`` finding instead: that is a report failing its audit, not an input error.
+    """
     try:
-        obj = loads_strict(Path(path).read_text(encoding="utf-8"), where=str(path))
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportInputError(f"{path}: cannot read the report: {e}") from None
+    try:
+        obj = loads_strict(text, where=str(path))
+    except ReportInputError:
+        raise
     except ReportSchemaError as e:
         return [Finding("schema", "fail", str(e))]
     return verify_report(obj, public_key=public_key, recompute=recompute)

@@ -27,7 +27,7 @@ from fedrec.shared.model.build import build_model
 from fedrec.shared.model.recommender import trainable_state
 from fedrec.shared.privacy.keys import fingerprint, load_private_key
 from fedrec.shared.privacy.ledger import PrivacyLedger
-from fedrec.shared.protocol import record_to_state
+from fedrec.shared.protocol import device_error_reason, record_to_state
 from fedrec.shared.run_dir import read_adapter, write_catalog
 from fedrec.simulations.inprocess import InProcessGrid
 
@@ -149,7 +149,8 @@ def _ready_grid(world: dict, node: dict) -> InProcessGrid:
 
 
 @pytest.mark.parametrize("kill", ["before-commit", "after-commit", "after-ledger"])
-def test_a_device_killed_mid_round_is_charged_exactly_once(world: dict, tmp_path: Path, monkeypatch, kill) -> None:
+def test_a_device_killed_mid_round_is_charged_exactly_once(world: dict, tmp_path: Path, monkeypatch, caplog,
+                                                           kill) -> None:
     """Kill the round before the commit, between the commit and the ledger file, or after the ledger file (before
     the reply); a re-delivery to a restarted device leaves exactly one ledger entry for the round, and every later
     delivery resends the same update."""
@@ -169,7 +170,8 @@ def test_a_device_killed_mid_round_is_charged_exactly_once(world: dict, tmp_path
 
     monkeypatch.setattr(DeviceState, target, killed)
     [crashed] = grid.send_and_receive([_fresh(msg)])
-    assert crashed.has_error() and "killed" in crashed.error.reason
+    assert crashed.has_error() and crashed.error.reason == device_error_reason("internal")
+    assert "RuntimeError: killed" in caplog.text  # the detail stays in the device's log
     monkeypatch.setattr(DeviceState, target, original)
     charged = 0 if kill == "before-commit" else 1
     on_disk = PrivacyLedger.load(store.ledger_path) if store.ledger_path.exists() else None
@@ -188,7 +190,8 @@ def test_a_device_killed_mid_round_is_charged_exactly_once(world: dict, tmp_path
         assert r.keys() == stored.keys() and all(np.array_equal(r[k], stored[k]) for k in stored)
 
 
-def test_secure_aggregation_replays_only_in_the_same_session(world: dict, tmp_path: Path, monkeypatch) -> None:
+def test_secure_aggregation_replays_only_in_the_same_session(world: dict, tmp_path: Path, monkeypatch,
+                                                             caplog) -> None:
     """A committed round re-delivered in its own SecAgg+ session is answered again (keys, no charge); the same round
     in another session is refused, so the same delta never enters two sums."""
     cfg = world["cfg"]
@@ -211,11 +214,12 @@ def test_secure_aggregation_replays_only_in_the_same_session(world: dict, tmp_pa
     assert "secagg" in again.content and "arrays" not in again.content  # public keys only
     other = _train_message(cfg, world["catalog"], grid, tmp_path / "run-y", session_seed=2)
     [refused] = _ready_grid(world, node).send_and_receive([_fresh(other)])
-    assert refused.has_error() and "second session" in refused.error.reason
+    assert refused.has_error() and refused.error.reason == device_error_reason("replayed")
+    assert "second session" in caplog.text
     assert len(PrivacyLedger.load(store.ledger_path)) == 1
 
 
-def test_a_device_refuses_a_round_for_another_catalog(world: dict, tmp_path: Path) -> None:
+def test_a_device_refuses_a_round_for_another_catalog(world: dict, tmp_path: Path, caplog) -> None:
     """Train/evaluate configs name the catalog's hash; a device holding another catalog fails clearly."""
     cfg = world["cfg"].updated({"secagg.enabled": False})
     node = _device(world, tmp_path)
@@ -223,23 +227,41 @@ def test_a_device_refuses_a_round_for_another_catalog(world: dict, tmp_path: Pat
     msg = _train_message(cfg, world["catalog"], grid, tmp_path / "run-z", session_seed=None)
     msg.content["config"]["catalog-sha256"] = "0" * 64
     [reply] = grid.send_and_receive([msg])
-    assert reply.has_error() and "is not the run's" in reply.error.reason
+    assert reply.has_error() and reply.error.reason == device_error_reason("catalog")
+    assert "is not the run's" in caplog.text
 
 
-def test_deployed_device_configuration_errors_are_clear(world: dict, tmp_path: Path) -> None:
-    """No state-dir, or a shared history file without `user`: each a clear error reply naming the setting."""
+def test_deployed_device_configuration_errors_are_clear(world: dict, tmp_path: Path, caplog) -> None:
+    """No state-dir, or a shared history file without `user`: each an error code to the server, and a clear
+    error naming the setting in the device's own log."""
     catalog = world["catalog"]
     no_state = {"data-path": world["nodes"][0]["data-path"]}
     grid = InProcessGrid(client_app.app, 1, node_configs=[no_state])
-    with pytest.raises(Exception, match="(?s)no device stored the catalog.*needs node config 'state-dir'"):
+    with pytest.raises(Exception, match="(?s)no device stored the catalog.*fedrec device error state"):
         start_deployment(grid, world["cfg"], [1], catalog)
+    assert "needs node config 'state-dir'" in caplog.text
 
     node = _device(world, tmp_path, **{"data-path": world["nodes"][-1]["data-path"]})  # two users, none chosen
     grid = _ready_grid(world, node)
     msg = _train_message(world["cfg"].updated({"secagg.enabled": False}), catalog, grid, tmp_path / "r",
                          session_seed=None)
     [reply] = grid.send_and_receive([msg])
-    assert reply.has_error() and "holds 2 users" in reply.error.reason and "'user'" in reply.error.reason
+    assert reply.has_error() and reply.error.reason == device_error_reason("data")
+    assert "holds 2 users" in caplog.text and "'user'" in caplog.text
+
+
+def test_a_malformed_history_line_reaches_the_server_as_an_error_code_only(world: dict, tmp_path: Path,
+                                                                           caplog) -> None:
+    """A device whose history has a malformed line fails with the "data" code: neither the file's path nor the
+    line's content reaches the server (they are in the device's own log)."""
+    history = tmp_path / "alice-private-history.csv"
+    history.write_text("user,item,weight\nalice,Secret Artist,not-a-number\n", encoding="utf-8")
+    node = _device(world, tmp_path, **{"data-path": str(history)})
+    grid = _ready_grid(world, node)
+    msg = _train_message(world["cfg"], world["catalog"], grid, tmp_path / "r", session_seed=3)
+    [reply] = grid.send_and_receive([msg])
+    assert reply.has_error() and reply.error.reason == device_error_reason("data")
+    assert "alice-private-history" in caplog.text and "not-a-number" in caplog.text
 
 
 def test_deployment_nodes_setting() -> None:

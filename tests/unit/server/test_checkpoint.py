@@ -56,7 +56,8 @@ def _checkpoint(dp: _UserDp | None = None) -> Checkpoint:
                       client_rows=[{"round": 1, "node": 7, "partition": 3, "phase": "train"}],
                       record_epsilons={3: 1.25, 0: 0.5}, identity="partition",
                       user_dp=dp.secret_state() if dp is not None else None, audit_seed=123, audit_seconds=1.5,
-                      initial_state={"a.weight": np.ones((3, 4), np.float32), "b": np.ones(5, np.float32)})
+                      initial_state={"a.weight": np.ones((3, 4), np.float32), "b": np.ones(5, np.float32)},
+                      audit_released={"a.weight": rng.normal(size=(3, 4)), "b": np.full(5, 1e-9)})
 
 
 def test_round_trip_is_exact_and_the_file_is_private(tmp_path: Path) -> None:
@@ -70,7 +71,9 @@ def test_round_trip_is_exact_and_the_file_is_private(tmp_path: Path) -> None:
     assert back.record_epsilons == {3: 1.25, 0: 0.5} and back.audit_seed == 123
     assert math.isnan(back.rounds[0]["train_loss"]) and back.rounds[1] == saved.rounds[1]
     assert back.client_rows == saved.client_rows and back.user_dp == saved.user_dp
-    for got, want in ((back.global_state, saved.global_state), (back.initial_state, saved.initial_state)):
+    assert back.audit_released is not None and back.audit_released["b"].dtype == np.float64  # the audit's sum, exact
+    for got, want in ((back.global_state, saved.global_state), (back.initial_state, saved.initial_state),
+                      (back.audit_released, saved.audit_released)):
         assert got is not None and want is not None and set(got) == set(want)
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])

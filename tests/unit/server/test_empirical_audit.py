@@ -172,3 +172,54 @@ def test_canary_clients_send_their_direction_and_are_never_evaluated(cfg: RunCon
     assert canary_eval.content["metrics"]["users"] == 0
     same = ("users", "hit_sum", "ndcg_sum", "sampled_hit_sum", "sampled_ndcg_sum")
     assert {k: user_eval.content["metrics"][k] for k in same} == {k: plain_eval.content["metrics"][k] for k in same}
+
+
+def _white_box_audit(tmp_path: Path, *, canaries: int, noise: float, rounds: int = 5):
+    """A ServerAudit with `canaries` canary clients (half in), fed `rounds` releases in which every included canary
+    adds its direction (S = 1, all sampled: q = 1) plus Gaussian noise of std `noise` per coordinate."""
+    from fedrec.server.empirical_audit import ServerAudit
+
+    template = {"w": np.zeros((40, 25)), "b": np.zeros(300)}
+    rng = np.random.default_rng(5)
+    audit = ServerAudit(cfg=CFG.updated({"audit.canaries": 0, "audit.canary_clients": canaries,
+                                         "audit.guess_fraction": 0.25}), run=tmp_path, secret_seed=1,
+                        real_nodes=[], record_canaries=[], record_hosts=[], record_in=np.zeros(0, bool),
+                        client_nodes=list(range(canaries)), client_in=rng.random(canaries) < 0.5,
+                        client_seeds=[int(s) for s in rng.integers(0, 2**62, canaries)])
+    sum_of_directions = {k: np.zeros_like(v) for k, v in template.items()}
+    for i in np.flatnonzero(audit.client_in):
+        d = canary_direction(template, audit.client_seeds[i])
+        sum_of_directions = {k: sum_of_directions[k] + d[k] for k in template}
+    releases = []
+    for _ in range(rounds):
+        update = {k: sum_of_directions[k] + rng.normal(0, noise, v.shape) for k, v in template.items()}
+        releases.append(update)
+        audit.observe(update)
+    # the final adapter is deliberately NOT initial + sum of releases (a server learning rate, other releases):
+    # the white-box score reads the releases themselves
+    final = {k: v + rng.normal(size=v.shape) for k, v in template.items()}
+    out = audit.finish(None, None, initial=template, final=final, record_epsilons={}, user_epsilon=None,
+                       user_delta=1e-6, population=canaries)
+    return audit, releases, template, out
+
+
+def test_white_box_user_level_score_sums_each_release_inner_product(tmp_path: Path) -> None:
+    """A canary client's score is the sum over rounds of <released update, its direction>, read from the releases
+    (not from final - initial), and with little noise every guess is right and the bound is high."""
+    import json
+
+    audit, releases, template, out = _white_box_audit(tmp_path, canaries=80, noise=0.01)
+    details = json.loads((tmp_path / "audit" / "results.json").read_text())["details"]["user_level"]
+    for i in (0, 1, 2):
+        d = canary_direction(template, audit.client_seeds[i])
+        expected = sum(float(np.sum(d[k] * r[k])) for r in releases for k in template)
+        assert details["scores"][i] == pytest.approx(expected, rel=1e-9)
+    [a] = out["audits"]
+    assert a["level"] == "user-level" and a["correct"] == a["guesses"] == 40 and a["epsilon_lower_bound"] > 2
+    assert "summed over all rounds" in a["score"]
+
+
+def test_white_box_user_level_audit_finds_nothing_in_pure_noise(tmp_path: Path) -> None:
+    """Releases that hold no canary (noise std 100 per coordinate drowns the directions): no positive bound."""
+    _, _, _, out = _white_box_audit(tmp_path, canaries=80, noise=100.0)
+    assert out["audits"][0]["epsilon_lower_bound"] < 0.5

@@ -77,7 +77,8 @@ def test_budget_stops_before_exceeding():
 
 
 def test_delta_must_be_below_one_over_population():
-    """delta >= 1/N would allow leaking a whole user; the default is 1/N^1.1."""
+    """delta >= 1/N would allow leaking a whole user; the default is min(1e-6, 1/(10 N))."""
     assert default_user_delta(1000) < 1 / 1000
     with pytest.raises(ValueError, match="1/N"):
-        _release(RunConfig.from_mapping({"user_dp.enabled": True, "user_dp.delta": 0.02}), population=100)
+        _release(RunConfig.from_mapping({"user_dp.enabled": True, "user_dp.delta": 0.02,
+                                         "run.client_sampling": "poisson"}), population=100)

@@ -200,3 +200,25 @@ def test_merge_rejects_different_settings() -> None:
         RankingMetrics(k=10, num_items=5).merge(RankingMetrics(k=5, num_items=5))
     with pytest.raises(ValueError, match="`num_items`"):
         RankingMetrics(num_items=5).merge(RankingMetrics(num_items=6))
+
+
+def test_sum_vectors_add_up_to_the_merged_metrics() -> None:
+    """One `to_sums` vector per user, summed (what a secure sum gives the server), reads back as the merge of all
+    users' metrics, coverage included, although no vector lists the items: only per-item counts."""
+    rng = np.random.default_rng(12)
+    whole = RankingMetrics(num_items=300)
+    total = np.zeros(6 + 300)
+    for rank, sampled, topk in _random_contributions(rng, 40, 300):
+        one = RankingMetrics(num_items=300)
+        one.add(rank, sampled, topk)
+        whole.add(rank, sampled, topk)
+        vector = one.to_sums()
+        assert np.linalg.norm(vector) <= one.sums_bound() + 1e-12  # what each device may put in the sum
+        total += vector
+    back = RankingMetrics.from_sums(total + rng.uniform(-1e-3, 1e-3, total.shape), k=10, num_negatives=99,
+                                    num_items=300)  # a fixed-point sum is off by far less than 1e-3
+    assert back.users == whole.users and back.hit_sum == whole.hit_sum and back.recommended == whole.recommended
+    for key, value in whole.summary().items():
+        assert back.summary()[key] == pytest.approx(value, abs=1e-4)
+    with pytest.raises(ValueError, match="expected 306 values"):
+        RankingMetrics.from_sums(total[:-1], k=10, num_negatives=99, num_items=300)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.run_dir import new_run_dir, read_config, write_config, write_rows
+from fedrec.shared.run_dir import clients_dir, new_run_dir, private_dir, read_config, write_config, write_rows
 
 
 def test_unnamed_runs_in_the_same_second_get_distinct_dirs(tmp_path):
@@ -36,3 +36,18 @@ def test_config_round_trip_and_rows(tmp_path):
     assert json.loads((run / "rounds.json").read_text())[1]["b"] == "x"
     assert (run / "rounds.csv").read_text().splitlines() == ["round,a,b", "1,1.5,", "2,,x"]
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+
+
+def test_per_client_rows_are_private_under_any_privacy_setting(tmp_path):
+    """Without a privacy setting clients.* stay in the run directory; with one they go to <run.dir>/private/<run>
+    (0700, outside the publishable run directory), and "private" is not a run name."""
+    import stat
+
+    run = new_run_dir(RunConfig.from_mapping({"run.dir": str(tmp_path), "run.name": "r"}))
+    assert clients_dir(run, RunConfig()) == run
+    for setting in ("record_dp.enabled", "user_dp.enabled", "secagg.enabled"):
+        assert clients_dir(run, RunConfig.from_mapping({setting: True})) == tmp_path / "private" / "r"
+    assert stat.S_IMODE(private_dir(run).stat().st_mode) == 0o700
+    assert stat.S_IMODE(private_dir(run).parent.stat().st_mode) == 0o700
+    with pytest.raises(FileExistsError, match="reserved"):
+        new_run_dir(RunConfig.from_mapping({"run.dir": str(tmp_path), "run.name": "private"}))

@@ -51,7 +51,7 @@ def make_run_report(**overrides: Any) -> dict[str, Any]:
                                                 rng="torch.Generator seeded from secrets (not a CSPRNG)"),
                   sampling=Sampling.poisson(population=USERS, expected_sample_size=CLIENTS,
                                             evidence="server log of per-round coin flips"),
-                  delta=1e-4, rounds_run=ROUNDS, rounds_without_release=SKIPPED, accountant="rdp",
+                  delta=2e-5, rounds_run=ROUNDS, rounds_without_release=SKIPPED, accountant="rdp",
                   cross_check=("pld",))
     inputs.update(overrides)
     return build_run_report(
@@ -65,7 +65,7 @@ def make_device_report(**overrides: Any) -> dict[str, Any]:
                   mechanism=Mechanism.dp_sgd(noise_multiplier=Z_REC, max_grad_norm=0.5,
                                              rng="torch default generator (not a CSPRNG)"),
                   sampling=Sampling.poisson(population=RECORDS, sample_rate=BATCH / RECORDS),
-                  delta=1e-3, rounds_run=len(DEVICE_ROUNDS), accountant="opacus-prv", cross_check=("rdp", "pld"))
+                  delta=1e-4, rounds_run=len(DEVICE_ROUNDS), accountant="opacus-prv", cross_check=("rdp", "pld"))
     inputs.update(overrides)
     return build_device_report(run_id="run-test", device_id="device-7",
                                scope=Scope(dp_setting="local DP-SGD (Opacus) on each device"),

@@ -123,6 +123,19 @@ def test_delta_must_be_below_one_over_population(run_report, server_key, tmp_pat
     assert code == 1 and "user_level.delta.population" in _failed(findings)
 
 
+@pytest.mark.parametrize(("delta", "status"), [(2e-5, "pass"), (2e-4, "warn"), (1e-3, "fail")])
+def test_delta_against_the_population_passes_warns_or_fails(build_run, server_key, tmp_path: Path, delta, status):
+    """N = 2000 users: delta <= 1/(10 N) = 5e-5 passes, up to 1/N = 5e-4 is a warning (weak), above fails."""
+    report = sign_report(build_run(delta=delta), server_key) if status != "fail" else None
+    if report is None:  # the builder refuses a report that would fail; tamper a valid one instead
+        report = build_run()
+        report["user_level"]["accounting"]["delta"] = delta
+        report = sign_report(report, server_key)
+    code, findings = _verify(_write(report, tmp_path))
+    assert findings["user_level.delta.population"]["status"] == status, findings["user_level.delta.population"]
+    assert code == (1 if status == "fail" else 0)
+
+
 def test_statement_must_match_the_figures(run_report, server_key, tmp_path: Path):
     run_report["user_level"]["statement"] = run_report["user_level"]["statement"].replace("ε = ", "ε = 0.0")
     code, findings = _verify(_write(sign_report(run_report, server_key), tmp_path))
@@ -149,11 +162,24 @@ def test_schema_violation_fails_and_names_the_field(run_report, server_key, serv
     assert "report.user_level.accounting.delta" in findings["schema"]["message"]
 
 
-def test_not_json_fails_schema(tmp_path: Path):
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_truncated_report_is_an_input_error_not_a_failed_check(run_report, tmp_path: Path, as_json: bool):
+    """A report cut short (or not JSON at all) cannot be checked: exit 2, distinct from a failed check (exit 1)."""
+    text = json.dumps(run_report, indent=2)
     path = tmp_path / "r.json"
-    path.write_text("{")
+    path.write_text(text[: len(text) // 2])
+    result = runner.invoke(app, ["audit", "verify", str(path)] + (["--json"] if as_json else []),
+                           terminal_width=200)
+    assert result.exit_code == 2, result.output
+    assert "not valid JSON" in (json.loads(result.output)["error"] if as_json else " ".join(result.output.split()))
+
+
+def test_json_with_duplicate_keys_fails_schema(tmp_path: Path):
+    """Parsable JSON that could show a reader another value than the verifier is a failed check (exit 1)."""
+    path = tmp_path / "r.json"
+    path.write_text('{"schema": "a", "schema": "b"}')
     code, findings = _verify(path)
-    assert code == 1 and _failed(findings) == {"schema"}
+    assert code == 1 and _failed(findings) == {"schema"} and "duplicate key" in findings["schema"]["message"]
 
 
 def test_an_accountant_that_under_reports_is_caught_by_the_independent_one(run_report, server_key, monkeypatch):

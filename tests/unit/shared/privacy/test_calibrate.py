@@ -56,3 +56,13 @@ def test_resolve_noise_sets_z_and_the_budget_from_targets_only_when_asked() -> N
     event = plan_round(resolved).event()
     assert make_accountant("opacus-rdp").epsilon([event] * 2, delta=resolved.record_dp.delta) <= 4.0
     assert resolved.user_dp.noise_multiplier != plain.user_dp.noise_multiplier
+
+
+@pytest.mark.parametrize(("population", "delta"), [(10, 1e-6), (1_892, 1e-6), (100_000, 1e-6), (10**7, 1e-8)])
+def test_default_user_delta_is_min_of_1e6_and_a_tenth_of_one_over_n(population, delta) -> None:
+    """delta = min(1e-6, 1/(10 N)): never more than a tenth of 1/N, and at most 1e-6 (1/N^1.1 was 2.5e-4 at
+    N = 1,892: 0.47/N)."""
+    from fedrec.shared.privacy.calibrate import default_user_delta
+
+    assert default_user_delta(population) == pytest.approx(delta)
+    assert default_user_delta(population) <= 1 / (10 * population)

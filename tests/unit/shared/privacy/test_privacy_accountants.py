@@ -224,3 +224,19 @@ def test_rdp_drops_only_the_excluded_order_warning(caplog) -> None:
         logging.getLogger("absl").warning("another warning")
     assert 0 < eps < float("inf")
     assert [r.getMessage() for r in caplog.records] == ["another warning"]
+
+
+def test_pld_curve_composes_incrementally_and_matches_each_prefix():
+    """PLD's epsilon-over-rounds curve (one distribution per distinct batch, composed round by round) equals
+    dp-accounting's PLDAccountant run on each prefix, so a report's curve ends at its PLD headline."""
+    release = dpfedavg_event(noise_multiplier=1.0, sample_rate=0.05)
+    batches = [[release], [release], [], [release, dpfedavg_event(noise_multiplier=2.0, sample_rate=None)]]
+    curve = PldAccountant().cumulative_epsilons(batches, delta=1e-6)
+    direct = []
+    for i in range(len(batches)):
+        acc = pld_privacy_accountant.PLDAccountant()
+        for event in (e for b in batches[: i + 1] for e in b):
+            acc.compose(event)
+        direct.append(acc.get_epsilon(1e-6))
+    assert curve == pytest.approx(direct, rel=1e-6)
+    assert curve[-1] == pytest.approx(PldAccountant().epsilon([e for b in batches for e in b], delta=1e-6), rel=1e-6)

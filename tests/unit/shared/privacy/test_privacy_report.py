@@ -33,7 +33,7 @@ def test_run_report_states_both_guarantees_separately(run_report):
     assert set(run_report) == TOP_LEVEL
     g = run_report["user_level"]
     assert run_report["record_level"] is None
-    assert g["statement"].startswith(f"User-level (ε = {g['accounting']['epsilon']:.5g}, δ = 0.0001)")
+    assert g["statement"].startswith(f"User-level (ε = {g['accounting']['epsilon']:.5g}, δ = 2e-05)")
     assert "privacy unit: one user" in g["statement"] and "Not covered:" in g["statement"]
     assert g["composition"] == {"rounds_run": 8, "releases": 7, "rounds_without_release": [5], "local_steps": None,
                                 "failed_rounds_policy": g["composition"]["failed_rounds_policy"]}
@@ -219,3 +219,39 @@ def test_a_run_without_user_level_dp_says_so(build_run, server_key):
                               record_level_epsilons=[1.0], record_level_delta=1e-5,
                               record_level_accountant="opacus-prv")
     assert statements(sign_report(report, server_key))[0].startswith("No user-level guarantee")
+
+
+@pytest.mark.parametrize("accountant", ["pld", "rdp"])
+def test_the_curve_uses_the_headline_accountant_and_ends_at_the_headline(build_run, accountant):
+    """One accountant per figure: the epsilon-over-rounds curve is drawn with the headline's accountant (not RDP
+    under a PLD headline), ends at the reported epsilon, and the plot's axis names that accountant."""
+    from fedrec.shared.privacy.report.render import plot_epsilon_png
+
+    report = build_run(accountant=accountant, cross_check=("rdp" if accountant == "pld" else "pld",))
+    g = report["user_level"]
+    assert g["epsilon_by_round"]["accountant"] == accountant
+    assert g["epsilon_by_round"]["points"][-1]["epsilon"] == pytest.approx(g["accounting"]["epsilon"], rel=1e-6)
+    labels: list[str] = []
+    from matplotlib.axes import Axes
+
+    original = Axes.set_ylabel
+    try:
+        Axes.set_ylabel = lambda self, text, *a, **k: labels.append(text) or original(self, text, *a, **k)
+        assert plot_epsilon_png(report).startswith(b"\x89PNG")
+    finally:
+        Axes.set_ylabel = original
+    assert labels == [f"ε (upper bound, {accountant} accountant)"]
+
+
+def test_verify_flags_a_curve_drawn_with_another_accountant(run_report):
+    """A report whose curve uses another accountant than its headline gets a warning (two figures for one run);
+    a curve that does not end at the headline fails."""
+    from fedrec.shared.privacy.report.consistency import consistency_findings
+
+    run_report["user_level"]["epsilon_by_round"]["accountant"] = "pld"
+    found = {f.check: f for f in consistency_findings(run_report)}
+    assert found["user_level.epsilon_by_round.accountant"].status == "warn"
+    run_report["user_level"]["epsilon_by_round"]["accountant"] = "rdp"
+    run_report["user_level"]["epsilon_by_round"]["points"][-1]["epsilon"] *= 0.9
+    found = {f.check: f for f in consistency_findings(run_report)}
+    assert found["user_level.epsilon_by_round.accountant"].status == "fail"
