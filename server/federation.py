@@ -4,7 +4,7 @@
     run_release_phase(grid, fed)                        # server.releases: round 0, the statistics (once)
     for each remaining round:
         stop if the next release would exceed the user-level budget (a normal end: final evaluation, then finish)
-        outcome = run_round(grid, fed, r, fed.adapter_task(r))  # server.round: sample -> broadcast -> collect -> release
+        outcome = run_round(grid, fed, r, fed.adapter_task(r))  # server.round: sample, send, collect, release
         evaluate every eval.every rounds                # server.evaluation
         fed.commit(outcome)                             # checkpoint first, then the public outputs
     fed.finish()                                        # empirical audit, signed privacy report, finished marker
