@@ -18,6 +18,13 @@ from fedrec.shared.io import package_version
 from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
 from fedrec.shared.privacy.events import gaussian_components
 from fedrec.shared.privacy.ledger import RECORD_LEVEL, USER_LEVEL, PrivacyLedger
+from fedrec.shared.privacy.report.lifetime import (
+    current_run_components,
+    format_keys,
+    has_runs,
+    runs_problems,
+    runs_text,
+)
 from fedrec.shared.privacy.report.statements import across_devices_statement, empirical_statement, guarantee_statement
 
 Status = Literal["pass", "fail", "warn", "skip"]
@@ -121,9 +128,11 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
         components = [gaussian_components(e.event) for e in ledger]
     except (LedgerError, UnsupportedMechanism) as e:
         return [f("ledger.parse", False, f"{e} (other checks of this section skipped)")]
-    out = [f("ledger.parse", True, f"{len(ledger)} {ledger.kind} entries, rounds "
-                                   f"{format_rounds(ledger.rounds())}, adjacency {ledger.adjacency}")]
+    keys = ledger.round_keys()
+    out = [f("ledger.parse", True, f"{len(ledger)} {ledger.kind} entries, {format_keys(keys)}, adjacency "
+                                   f"{ledger.adjacency}")]
     flat = [c for comps in components for c in comps]
+    current = current_run_components(ledger)  # what the declared mechanism and sampling describe
     mech, samp, comp, acc = g["mechanism"], g["sampling"], g["composition"], g["accounting"]
 
     # -- ledger vs composition
@@ -142,14 +151,18 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
                             f"expected in {len(expected)} rounds; ledger rounds missing: {missing or 'none'}, "
                             f"unexpected: {extra or 'none'}")
     else:
-        if len(rounds) != comp["rounds_run"]:
+        if len(keys) != comp["rounds_run"]:
             problems.append(f"composition.rounds_run is {comp['rounds_run']} but the ledger has entries in "
-                            f"{len(rounds)} rounds ({format_rounds(rounds)})")
+                            f"{len(keys)} rounds ({format_keys(keys)})")
         steps = sum(c.count for c in flat)
         if comp["local_steps"] != steps:
             problems.append(f"composition.local_steps is {comp['local_steps']} but the ledger records {steps} steps")
     out.append(f("ledger.rounds", not problems, "; ".join(problems) or
-                 f"{len(ledger)} releases in {len(rounds)} rounds, as composition declares"))
+                 f"{len(ledger)} releases in {len(keys)} rounds, as composition declares"))
+    if has_runs(ledger) or "runs" in g:  # a device's lifetime: its runs as the ledger records them
+        problems = runs_problems(ledger, g)
+        out.append(f("ledger.runs", not problems, "; ".join(problems[:5]) or
+                     f"{len(g['runs'])} runs listed as the ledger records them: {runs_text(g['runs'])}"))
 
     # -- metadata vs events
     bad = []
@@ -166,14 +179,16 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
     out.append(f("ledger.metadata", not bad, "; ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5
                                                                     else "") or "metadata matches every event"))
 
-    # -- noise as configured
-    zs = sorted({c.noise_multiplier for c in flat})
+    # -- noise as configured (with runs: the current run's releases; earlier runs are checked by ledger.runs)
+    zs = sorted({c.noise_multiplier for c in current})
+    which = f"run {ledger.runs()[-1]!r}'s releases" if has_runs(ledger) else "the ledger's releases"
     ok = bool(zs) and all(math.isclose(z, mech["noise_multiplier"], rel_tol=1e-12) for z in zs)
-    out.append(f("mechanism.noise", ok, f"every release used z = {mech['noise_multiplier']}" if ok else
-                 f"mechanism.noise_multiplier is {mech['noise_multiplier']} but the ledger's releases used z in {zs}"))
+    out.append(f("mechanism.noise", ok, f"every release used z = {mech['noise_multiplier']}" if ok and not
+                 has_runs(ledger) else f"{which} used z = {mech['noise_multiplier']}" if ok else
+                 f"mechanism.noise_multiplier is {mech['noise_multiplier']} but {which} used z in {zs}"))
 
     # -- sampling as declared
-    qs = sorted({c.sample_rate for c in flat}, key=lambda q: -1.0 if q is None else q)
+    qs = sorted({c.sample_rate for c in current}, key=lambda q: -1.0 if q is None else q)
     problems = []
     if samp["method"] == "poisson":
         if samp["sample_rate"] is None or samp["expected_sample_size"] is None:
@@ -227,10 +242,3 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or not isinstance(a, int | float):
         return False
     return math.isclose(a, b, rel_tol=1e-12)
-
-
-def format_rounds(rounds: list[int]) -> str:
-    """Rounds for a message: "1..8" when consecutive, else the list; "none" when empty."""
-    if not rounds:
-        return "none"
-    return f"{rounds[0]}..{rounds[-1]}" if rounds == list(range(rounds[0], rounds[-1] + 1)) else str(rounds)
