@@ -13,6 +13,8 @@ import sys
 import textwrap
 import threading
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -100,12 +102,12 @@ def test_a_tls_client_trusting_only_the_ca_accepts_the_server(certs: Path, name:
         thread.join(timeout=10)
 
 
-def test_a_tls_client_refuses_a_name_the_certificate_lacks(certs: Path) -> None:
+@contextmanager
+def _tls_server_once(certs: Path) -> Iterator[int]:
+    """A TLS server on loopback with `certs`' server certificate that answers one handshake; yields its port."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(certs / SERVER_CERT, certs / SERVER_KEY)
-    client_ctx = ssl.create_default_context(cafile=str(certs / CA_CERT))
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
 
         def serve() -> None:
             conn, _ = listener.accept()
@@ -116,10 +118,15 @@ def test_a_tls_client_refuses_a_name_the_certificate_lacks(certs: Path) -> None:
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            with pytest.raises(ssl.SSLCertVerificationError):
-                client_ctx.wrap_socket(raw, server_hostname="elsewhere.example")
+        yield listener.getsockname()[1]
         thread.join(timeout=10)
+
+
+def test_a_tls_client_refuses_a_name_the_certificate_lacks(certs: Path) -> None:
+    client_ctx = ssl.create_default_context(cafile=str(certs / CA_CERT))
+    with _tls_server_once(certs) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client_ctx.wrap_socket(raw, server_hostname="elsewhere.example")
 
 
 def test_node_keys_are_what_flwr_loads(tmp_path: Path) -> None:
@@ -311,22 +318,10 @@ def test_a_server_whose_certificate_the_ca_does_not_verify_is_refused_at_once(ce
     """Another federation's server (a TLS server with a certificate of another CA) is an error without retrying."""
     other = tmp_path / "other-ca"
     make_certificates(other)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(other / SERVER_CERT, other / SERVER_KEY)
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        def serve() -> None:
-            conn, _ = listener.accept()
-            try:
-                server_ctx.wrap_socket(conn, server_side=True).close()
-            except (ssl.SSLError, OSError):
-                conn.close()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        plan = _plan(tmp_path, certs, superlink=f"127.0.0.1:{listener.getsockname()[1]}", connect_timeout=60.0)
+    with _tls_server_once(other) as port:
+        plan = _plan(tmp_path, certs, superlink=f"127.0.0.1:{port}", connect_timeout=60.0)
         with pytest.raises(ClientError, match="does not verify"):
             wait_for_superlink(plan)
-        thread.join(timeout=10)
 
 
 def test_client_command_refuses_a_bad_key_before_starting_anything(certs: Path, tmp_path: Path) -> None:
