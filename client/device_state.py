@@ -62,6 +62,7 @@ from typing import Any
 import attr
 import numpy as np
 
+from fedrec.client.node_config import NODE_STATE_DIR
 from fedrec.shared.config import RunConfig
 from fedrec.shared.edge.catalog import CATALOG_FILE
 from fedrec.shared.io import atomic_write_bytes
@@ -71,15 +72,6 @@ from fedrec.shared.privacy.keys import Ed25519PrivateKey, fingerprint, load_or_c
 from fedrec.shared.run_dir import ADAPTER, read_adapter, write_adapter, write_config
 
 log = logging.getLogger("fedrec.client")
-
-#: node_config key of a deployed device's state directory (set by the device owner, never by the server).
-NODE_STATE_DIR = "state-dir"
-#: node_config key of a deployed device's own history file (any format `fedrec.shared.data.load` reads).
-NODE_DATA_PATH = "data-path"
-#: node_config key naming the user to read when the history file holds several.
-NODE_USER = "user"
-#: node_config key of an explicit device id (ledger subject, report device id); default: the key's fingerprint.
-NODE_DEVICE_ID = "device-id"
 
 LEDGER = "record-ledger.json"
 LEDGER_V1 = "record-ledger.v1.json"  # a per-run ledger as it was before its migration to the lifetime ledger

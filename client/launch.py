@@ -35,15 +35,13 @@ from pathlib import Path
 
 import tomli_w
 
-from fedrec.client.device_state import NODE_DATA_PATH, NODE_DEVICE_ID, NODE_STATE_DIR, NODE_USER
+from fedrec.client.node_config import NODE_DATA_PATH, NODE_DEVICE_ID, NODE_EPSILON_MAX, NODE_STATE_DIR, NODE_USER
 from fedrec.shared.data.load import read_user_history
 from fedrec.shared.data.types import DataFormatError
 from fedrec.shared.edge.node_keys import load_node_private_key, node_fingerprint
-from fedrec.shared.edge.processes import ManagedProcess, free_port, tool, tool_env
+from fedrec.shared.edge.processes import ManagedProcess, free_port, reaping_superexec, tool, tool_env
 from fedrec.shared.edge.tls import load_certificate
 
-#: node config key of the device's own record-level budget (`fedrec.client.client_app.NODE_EPSILON_MAX`).
-NODE_EPSILON_MAX = "record-epsilon-max"
 #: What flower-supernode prints when the SuperLink refuses to activate the key (flwr 1.41: exit 305, API 2004):
 #: an unregistered key, or a registered one whose previous session still counts as online.
 REFUSED = ("failed to activate supernode", "could not be activated", "must be registered")
@@ -183,8 +181,9 @@ def run_device(plan: ClientPlan, say=print) -> int:
     deadline = time.monotonic() + plan.activation_wait
     while True:
         watch = _Watch()
-        node = ManagedProcess("supernode", supernode_argv(plan, config_path, port),
-                              env=tool_env(flwr_home), log_path=log, echo=plan.echo, on_line=watch)
+        node = ManagedProcess("supernode", supernode_argv(plan, config_path, port), env=tool_env(
+            flwr_home, reap=reaping_superexec(plan.state_dir / "supernode" / "bin")), log_path=log, echo=plan.echo,
+            on_line=watch)
         try:
             code = node.wait()
         finally:

@@ -21,7 +21,7 @@ from typing import Any
 import tomli_w
 
 from fedrec.server.launch_plan import LaunchError, Say, ServerPlan
-from fedrec.shared.edge.processes import ManagedProcess, tool, tool_env, wait_for_port
+from fedrec.shared.edge.processes import ManagedProcess, reaping_superexec, tool, tool_env, wait_for_port
 from fedrec.shared.edge.tls import certificate_names, check_server_files, load_certificate
 
 #: Name of the SuperLink connection fedrec writes into `$FLWR_HOME/config.toml`.
@@ -97,8 +97,8 @@ class SuperLink:
 
     def start(self) -> None:
         log = self.plan.work_dir / "superlink.log"
-        self.process = ManagedProcess("superlink", self.argv(), env=tool_env(self.flwr_home), log_path=log,
-                                      cwd=self.plan.work_dir)
+        env = tool_env(self.flwr_home, reap=reaping_superexec(self.plan.work_dir / "bin"))  # no zombie ServerApps
+        self.process = ManagedProcess("superlink", self.argv(), env=env, log_path=log, cwd=self.plan.work_dir)
         probe = "127.0.0.1" if self.plan.host in ("0.0.0.0", "127.0.0.1") or self.setup_port else self.plan.host
         probe = "::1" if self.plan.host == "::" and not self.setup_port else probe
         try:
