@@ -15,7 +15,11 @@ Measures, each figure where it is cheapest to measure honestly:
     user: the evaluated user with the median number of training items) in a fresh subprocess;
 (e) bytes down/up per device per round: the run's rounds.csv (plain FedAvg), and a one-round in-process run with
     record DP and SecAgg+ on `--secagg-clients` users (its clients.csv, every phase summed per device);
-(f) install size: du of the venv's site-packages split into torch, the bundled model and the rest.
+(f) install size: du of the venv's site-packages split into torch, the bundled model and the rest;
+(g) a deployed device's whole process tree (`fedrec client` + SuperNode + SuperExec + a ClientApp per message) in a
+    real loopback federation on the Last.fm catalog (record DP + user DP + SecAgg+, 2 devices, 2 rounds): peak of
+    the summed RSS and PSS, cold and warm catalog-table cache; then `fedrec recommend --state-dir` float32 and
+    int8 on that device, exact peak RSS (`edge_tree`).
 The subprocesses re-run this module with `--child`; they print one JSON line.
 """
 
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", default="", help="run directory whose adapter to use (default: train one)")
     ap.add_argument("--latency-users", type=int, default=200)
     ap.add_argument("--secagg-clients", type=int, default=8, help="0 skips the SecAgg+ bytes round")
-    ap.add_argument("--skip", default="", help="comma list of: quality,latency,train,secagg,install")
+    ap.add_argument("--skip", default="", help="comma list of: quality,latency,train,secagg,install,tree")
     ap.add_argument("--scratch", default=str(REPO / "runs"), help="where runs this script makes go")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "edge.md"))
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -115,6 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     if "secagg" not in skip and args.secagg_clients > 0:
         res["secagg"] = secagg_round(args.data, args.secagg_clients, work)
         print("secagg", res["secagg"], flush=True)
+
+    if "tree" not in skip:
+        from fedrec.simulations.edge_tree import deployed_devices, recommend_peak
+
+        sizes = sorted(evaluated, key=lambda s: len(s.train_items))
+        users = [{"user": s.user_id, "items": [fed.catalog.item_ids[int(i)] for i in s.train_items],
+                  "weights": [float(x) for x in s.train_weights]} for s in (sizes[len(sizes) // 2], sizes[-1])]
+        tree = deployed_devices(run, users, work / "tree")
+        warm = Path(tree["state_dirs"]["warm"])
+        tree["recommend"] = {v: recommend_peak(warm, users[1], work / "tree", cache=work / "tree" / "cache-warm",
+                                               int8=v == "int8") for v in ("fp32", "int8")}
+        tree["history_items"] = [len(u["items"]) for u in users]
+        tree.pop("histories")
+        import shutil
+
+        shutil.rmtree(work / "tree")  # the devices' state (ledgers, updates) derived from real users' histories
+        res["tree"] = tree
+        print("tree", tree, flush=True)
 
     if "quality" not in skip:
         from fedrec.shared.model.quantize import quantize_int8

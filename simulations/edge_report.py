@@ -132,6 +132,8 @@ def report(res: dict[str, Any], argv: list[str], started: str, cfg: RunConfig) -
                      f"counted). The round took {s['round_wall_s']:.0f} s with its devices trained one after "
                      "another in one process.")
     lines.append("")
+    if "tree" in res:
+        lines += _tree_section(res["tree"])
     if "install" in res:
         i = res["install"]
         lines += [
@@ -158,3 +160,37 @@ def report(res: dict[str, Any], argv: list[str], started: str, cfg: RunConfig) -
             "",
         ]
     return "\n".join(lines)
+
+
+def _tree_section(t: dict[str, Any]) -> list[str]:
+    """(g): a deployed device's whole process tree, training and recommending."""
+    lines = [
+        "## (g) A deployed device's whole process tree (`fedrec client` + SuperNode + SuperExec + ClientApps)",
+        "",
+        "| device | peak RSS, summed over the tree | peak PSS, summed | largest ClientApp | SuperNode | SuperExec "
+        "| `fedrec client` | ClientApp processes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (("cold", "first round on a new device (computes the catalog table)"),
+                        ("warm", "catalog table cached (every later round)")):
+        d, k = t[name], t[name]["peak_rss_by_kind_mb"]
+        lines.append(f"| {label} | {d['peak_tree_rss_mb']:.0f} MB | {d['peak_tree_pss_mb']:.0f} MB | "
+                     f"{k.get('flwr-clientapp', 0):.0f} MB | {k.get('flower-supernode', 0):.0f} MB | "
+                     f"{k.get('flower-superexec', 0):.0f} MB | {k.get('fedrec', 0):.0f} MB | "
+                     f"{d['clientapp_processes']} |")
+    r = t["recommend"]
+    lines += [
+        "",
+        f"A loopback federation (`fedrec server` and two `fedrec client` devices on this machine, {t['seconds']:.0f} s "
+        "wall): record DP + user DP + SecAgg+, both devices in both rounds, evaluation after round 2; devices "
+        f"holding {t['history_items'][0]} and {t['history_items'][1]} training items of two real users. Sampled "
+        "every 0.2 s (psutil); RSS summed over the tree counts each shared library once per process, PSS counts "
+        "shared pages once in total (what the tree costs the device). The ClientApp is a fresh process per "
+        "message, so at most one runs at a time per device.",
+        "",
+        "| `fedrec recommend --state-dir` (one user, fresh process) | peak RSS (kernel, exact) | wall |",
+        "|---|---|---|",
+        *(f"| {v} | {r[v]['peak_rss_mb']:.0f} MB | {r[v]['seconds']:.1f} s |" for v in ("fp32", "int8")),
+        "",
+    ]
+    return lines
