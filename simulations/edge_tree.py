@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -48,10 +49,10 @@ class TreeSampler(threading.Thread):
         self.peak_rss = self.peak_pss = 0.0  # MB, summed over the tree
         self.kind_rss: dict[str, float] = {}  # MB, each kind's largest single process
         self.clientapps: set[int] = set()
-        self._stop = threading.Event()
+        self._halt = threading.Event()  # not `_stop`: threading.Thread has a method of that name
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 root = psutil.Process(self.pid)
                 procs = [root, *root.children(recursive=True)]
@@ -73,7 +74,7 @@ class TreeSampler(threading.Thread):
             time.sleep(self.every)
 
     def stop(self) -> dict[str, Any]:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)
         return {"peak_tree_rss_mb": self.peak_rss, "peak_tree_pss_mb": self.peak_pss,
                 "peak_rss_by_kind_mb": dict(self.kind_rss), "clientapp_processes": len(self.clientapps)}
@@ -104,13 +105,16 @@ def deployed_devices(run: Path, users: list[dict[str, Any]], work: Path, *, roun
     from fedrec.shared.edge.processes import free_port, stop_tree, tool_env
     from fedrec.shared.edge.tls import make_certificates
     from fedrec.shared.model.backbone import load_backbone
-    from fedrec.shared.model.catalog_table import catalog_embeddings
+    from fedrec.shared.model.catalog_table import catalog_embeddings, default_cache_dir
     from fedrec.shared.run_dir import read_catalog
 
     work.mkdir(parents=True, exist_ok=True)
     catalog = read_catalog(run)
     warm_cache, cold_cache = work / "cache-warm", work / "cache-cold"
     cfg = RunConfig.from_mapping({})
+    warm_cache.mkdir(parents=True, exist_ok=True)
+    for table in default_cache_dir().glob("catalog-*.npy"):  # a table computed before (by a simulation) is reused
+        shutil.copy2(table, warm_cache / table.name)
     catalog_embeddings(load_backbone(cfg.model.name), catalog, cfg.model.item_tokens, cache_dir=warm_cache)
     make_certificates(work / "certs")
     names = ("cold", "warm")
@@ -141,8 +145,8 @@ def deployed_devices(run: Path, users: list[dict[str, Any]], work: Path, *, roun
         for name in names:
             out[name] = samplers[name].stop()
     finally:
-        for s in samplers.values():
-            s.stop()
+        for sampler in samplers.values():
+            sampler.stop()
         stop_tree([p.pid for p in procs.values()], grace=20)
         for p in procs.values():
             p.wait(timeout=30)
