@@ -109,11 +109,11 @@ def register(
     flwr_home: Annotated[Path | None, typer.Option(help="FLWR_HOME with the `fedrec` connection (default: "
                                                    "$FLWR_HOME, else WORK_DIR/flwr-home)")] = None,
 ) -> None:
-    """Register device public keys with the running SuperLink (`flwr supernode register`)."""
+    """Register device public keys with the running SuperLink (Flower's Control API)."""
     import os
 
     from fedrec.server.launch_plan import LaunchError
-    from fedrec.server.nodes import public_keys, register_key
+    from fedrec.server.nodes import public_keys, register_keys
     from fedrec.server.superlink import resolve_flwr_home
 
     home = resolve_flwr_home(flwr_home, work_dir, os.environ)
@@ -121,9 +121,7 @@ def register(
         raise _fail(f"{home / 'config.toml'}: not found; start `fedrec server --work-dir {work_dir}` first (it "
                     "writes the connection), or pass --flwr-home")
     try:
-        for key in public_keys(keys):
-            node, new = register_key(key, flwr_home=home)
-            _say(f"{key}: registered as node {node}" if new else f"{key}: already registered")
+        register_keys(public_keys(keys), flwr_home=home, say=_say)
     except LaunchError as e:
         raise _fail(str(e), 1) from None
 
@@ -194,17 +192,25 @@ def client(
                                               "one)")] = 0,
     activation_wait: Annotated[float, typer.Option(help="seconds to keep retrying when the SuperLink refuses the key "
                                                    "(after a crash it counts the old session online ~60 s)")] = 90.0,
+    connect_timeout: Annotated[float, typer.Option(help="seconds to wait at start for the SuperLink to answer (TLS) "
+                                                   "before giving up")] = 60.0,
 ) -> None:
-    """Run this device's SuperNode until stopped (Ctrl-C): it trains on DATA only when the server asks."""
+    """Run this device's SuperNode until stopped (Ctrl-C): it trains on DATA only when the server asks.
+
+    Before connecting it reads DATA completely (exit 2 naming the file and line if it is malformed) and waits up to
+    --connect-timeout s for the SuperLink (exit 1 naming the address it tried)."""
     from fedrec.client.launch import ClientError, ClientPlan, run_device
+    from fedrec.shared.data.types import DataFormatError
     from fedrec.shared.edge.tls import KeyMaterialError
 
     _exit_on_sigterm()
     plan = ClientPlan(superlink=superlink, data=data, state_dir=state_dir, root_cert=root_cert, key=key, user=user,
                       device_id=device_id, epsilon_max=epsilon_max, runtime_port=runtime_port,
-                      activation_wait=activation_wait)
+                      activation_wait=activation_wait, connect_timeout=connect_timeout)
     try:
         code = run_device(plan, say=_say)
+    except DataFormatError as e:
+        raise _fail(str(e), 2) from None
     except (ClientError, KeyMaterialError, FileNotFoundError) as e:
         raise _fail(str(e), 1) from None
     except KeyboardInterrupt:

@@ -5,7 +5,9 @@ Layout (every write is atomic: temp file, fsync, rename; a device killed mid-wri
     device-ed25519.pem          the device's report-signing key (created on first use, mode 0600, never sent);
                                 its fingerprint is a deployed device's identity (ledger subject, report device id)
     device-ed25519.pem.pub      its public key: give it to whoever verifies the device's reports
-    record-ledger.json          the record-level PrivacyLedger: every DP-SGD round this device ever trained
+    record-ledger.json          the record-level PrivacyLedger of the device's lifetime: every DP-SGD round it
+                                ever trained, in every run, each entry keyed by (run id, round, release)
+    record-ledger.v1.json       the per-run ledger this directory held before the lifetime ledger (migration copy)
     privacy-report.json (.md)   the device's signed record-level epsilon report, rewritten after every round
     # a deployed device (node config `data-path`) also keeps
     catalog.json                the public catalog of the current run, as the server sent it (SHA-256 checked)
@@ -34,6 +36,14 @@ rewritten. So:
 The record holds the device's unmasked delta, a function of its private history: it never leaves the state
 directory and is written with mode 0600, like the signing key. Only the latest round is kept.
 
+A lifetime, not a run. A device takes part in many runs over its life and its record-level budget
+(`record_dp.epsilon_max`) caps the total, so the ledger is never reset: a new run appends to it (its entries
+carry the new run id; a run once followed by another is closed), the budget check composes every entry, and the
+signed report covers the lifetime and lists the runs. A state directory from before the lifetime ledger (entries
+without a run id, one run per directory) is migrated on first load: its entries get the run id of its round
+record (else of its report, else of its config), the original file is kept as `record-ledger.v1.json`, and the
+migration is redone if a crash interrupts it.
+
 In simulation the server proposes `<run-dir>/devices/partition-<id>`; a deployed device's own node config
 (`state-dir`) always wins, so a server cannot point a device's ledger elsewhere. Simulated devices keep no round
 record (a run of thousands of virtual devices would store one adapter-sized file each).
@@ -43,13 +53,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import attr
 import numpy as np
 
+from fedrec.client.node_config import NODE_STATE_DIR
 from fedrec.shared.config import RunConfig
 from fedrec.shared.edge.catalog import CATALOG_FILE
 from fedrec.shared.io import atomic_write_bytes
@@ -58,21 +71,22 @@ from fedrec.shared.privacy.errors import LedgerError
 from fedrec.shared.privacy.keys import Ed25519PrivateKey, fingerprint, load_or_create_private_key
 from fedrec.shared.run_dir import ADAPTER, read_adapter, write_adapter, write_config
 
-#: node_config key of a deployed device's state directory (set by the device owner, never by the server).
-NODE_STATE_DIR = "state-dir"
-#: node_config key of a deployed device's own history file (any format `fedrec.shared.data.load` reads).
-NODE_DATA_PATH = "data-path"
-#: node_config key naming the user to read when the history file holds several.
-NODE_USER = "user"
-#: node_config key of an explicit device id (ledger subject, report device id); default: the key's fingerprint.
-NODE_DEVICE_ID = "device-id"
+log = logging.getLogger("fedrec.client")
 
 LEDGER = "record-ledger.json"
+LEDGER_V1 = "record-ledger.v1.json"  # a per-run ledger as it was before its migration to the lifetime ledger
+LEGACY_RUN = "unnamed run (before the lifetime ledger)"  # a migrated ledger whose directory names no run
 KEY = "device-ed25519.pem"
 REPORT = "privacy-report.json"
 CONFIG = "config.json"
 ROUND_RECORD = "round-update.safetensors"
 ROUND_FORMAT = "fedrec-round-record-v1"
+
+
+def with_run(ledger: PrivacyLedger, run: str) -> PrivacyLedger:
+    """A copy of `ledger` whose entries without a run id belong to `run` (each keeps its release index)."""
+    return PrivacyLedger(guarantee=ledger.guarantee, adjacency=ledger.adjacency, subject=ledger.subject,
+                         entries=[e if e.run else attr.evolve(e, run=run) for e in ledger])
 
 
 def resolve_state_dir(node_config: Mapping[str, Any], proposed_root: str | None, *, device: str) -> Path | None:
@@ -144,19 +158,23 @@ class DeviceState:
     # -- ledger ---------------------------------------------------------------------------------------------------
 
     def load_ledger(self, *, subject: str) -> PrivacyLedger:
-        """The device's record-level ledger, or an empty one on its very first round.
+        """The device's lifetime record-level ledger, or an empty one on its very first round.
 
         If the device was killed after committing a round record but before rewriting the ledger file, the
         ledger is rolled forward from the record (and saved), so the committed charge is never lost. A stored
         ledger of another subject or guarantee, or a record whose ledger does not extend the file's, is an error
-        (`LedgerError`), never silently replaced.
+        (`LedgerError`), never silently replaced. A ledger from before the lifetime ledger is migrated (module
+        docstring).
         """
         ledger = PrivacyLedger.load_or_create(self.ledger_path, guarantee="record-level", subject=subject)
         record = self.load_round()
-        if record is None or not record.ledger:
-            return ledger
-        committed = PrivacyLedger.loads(record.ledger, where=f"{self.round_path} (ledger)")
-        if len(committed) <= len(ledger):
+        committed = None if record is None or not record.ledger else \
+            PrivacyLedger.loads(record.ledger, where=f"{self.round_path} (ledger)")
+        if any(not e.run for e in [*ledger, *(committed or ())]):
+            run = self._legacy_run(record)
+            ledger = self._migrate(ledger, run)
+            committed = None if committed is None else with_run(committed, run)
+        if committed is None or len(committed) <= len(ledger):
             return ledger
         head = [e.to_json() for e in committed.entries[:len(ledger)]]
         if committed.subject != subject or committed.guarantee != ledger.guarantee \
@@ -169,6 +187,35 @@ class DeviceState:
 
     def save_ledger(self, ledger: PrivacyLedger) -> None:
         ledger.save(self.ledger_path)
+
+    def _legacy_run(self, record: RoundRecord | None) -> str:
+        """The run a per-run (version-1) ledger belongs to: its round record's, else its report's, else its
+        config's run name; a directory that names none gets a run id that says so."""
+        if record is not None and record.run_id:
+            return record.run_id
+        for path, read in ((self.report_path, lambda d: d["run_id"]),
+                           (self.root / CONFIG, lambda d: d["config"]["run"]["name"])):
+            try:
+                run = read(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(run, str) and run:
+                return run
+        return LEGACY_RUN
+
+    def _migrate(self, ledger: PrivacyLedger, run: str) -> PrivacyLedger:
+        """Give a version-1 ledger file's entries `run`, keeping the original beside it (crash-safe: until the new
+        file is in place the old one is read again and migrated again)."""
+        if all(e.run for e in ledger):
+            return ledger
+        backup = self.root / LEDGER_V1
+        if not backup.exists():
+            atomic_write_bytes(backup, self.ledger_path.read_bytes())
+        migrated = with_run(ledger, run)
+        self.save_ledger(migrated)
+        log.warning("%s: per-run ledger migrated to the device's lifetime ledger (%d entries, run %r; original "
+                    "kept as %s)", self.ledger_path, len(migrated), run, backup.name)
+        return migrated
 
     # -- round record (deployed devices) ------------------------------------------------------------------------
 

@@ -28,15 +28,18 @@ from fedrec.shared.train.dp_sgd import NOISE_RNG, OPACUS_ACCOUNTANTS, plan_round
 #: What a DP device sends to the server outside the guarantee (plain metrics), for the report's trust notes.
 SENT_IN_THE_CLEAR = (
     "sent to the server in the clear, outside the guarantee: whether the device trained, declined or failed (an "
-    "error code only), and its cumulative record-level epsilon (a function of the public settings and of how many "
-    "rounds it trained in); no timing, step count or memory figure; its evaluation figures only inside a secure "
-    "sum with the other evaluated devices"
+    "error code only), and its lifetime record-level epsilon (a function of the public settings and of how many "
+    "rounds it trained in, in this run and before); no timing, step count or memory figure; its evaluation "
+    "figures only inside a secure sum with the other evaluated devices"
 )
 
 
 def write_device_report(state: DeviceState, cfg: RunConfig, ledger: PrivacyLedger, *, run_id: str,
                         device_id: str) -> Path:
     """Build, sign (device key) and write `privacy-report.json` and `.md` for `ledger`; returns the JSON path.
+
+    The ledger is the device's lifetime ledger, so the report covers every run it took part in and lists them
+    (`fedrec.shared.privacy.report.lifetime`); `run_id` names the current run, whose settings `cfg` holds.
 
     The HTML page and the epsilon plot are left to `fedrec audit render` (matplotlib on every round of every
     device would cost more than the report is worth on a small device).
@@ -53,7 +56,7 @@ def write_device_report(state: DeviceState, cfg: RunConfig, ledger: PrivacyLedge
         sampling=Sampling.poisson(population=plan.num_records, sample_rate=plan.sample_rate,
                                   evidence="each step, each of the K slots joins independently with probability q "
                                            "(on the device); empty batches are stepped, never skipped"),
-        delta=cfg.record_dp.delta, rounds_run=len(ledger.rounds()),
+        delta=cfg.record_dp.delta, rounds_run=len(ledger.round_keys()),  # (run, round): over the device's life
         accountant=OPACUS_ACCOUNTANTS[cfg.record_dp.accountant],
         cross_check=("rdp",),  # dp-accounting RDP, independent of Opacus; PLD costs ~2 s a round on a device
     )

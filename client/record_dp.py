@@ -1,9 +1,11 @@
-"""Record-level DP on this device: its ledger across rounds, its budget, and a private round or a polite decline.
+"""Record-level DP on this device: its lifetime ledger, its budget, and a private round or a polite decline.
 
-The ledger's durable copy is the device's state directory (`device_state`); `context.state` mirrors it, so a
-simulated device without a state directory still keeps its epsilon across the rounds of a run. A round that
-would exceed the device's budget is declined before anything is trained: no arrays, the ledger is not charged,
-and the server counts a decline (a dropout, not a failure).
+The ledger's durable copy is the device's state directory (`device_state`): one ledger for the device's whole
+life, across runs, each entry keyed by (run id, round, release). `context.state` mirrors it, so a simulated device
+without a state directory still keeps its epsilon across the rounds of a run. The budget (`record_dp.epsilon_max`,
+lowered by the device's own `record-epsilon-max`) caps the lifetime total: a round that would exceed it is
+declined before anything is trained: no arrays, the ledger is not charged, and the server counts a decline (a
+dropout, not a failure). So a device whose earlier runs spent its budget declines the rounds of the next run.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from collections.abc import Sequence
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from fedrec.client.device_state import DeviceState
-from fedrec.client.setup import RoundSetup, is_deployed
+from fedrec.client.setup import RoundSetup
 from fedrec.shared.config import RunConfig
 from fedrec.shared.errors import DeviceError
 from fedrec.shared.hybrid.statistics import StatisticSpec
 from fedrec.shared.model.recommender import Recommender
 from fedrec.shared.privacy import PrivacyBudgetExceeded, PrivacyLedger
 from fedrec.shared.privacy.canaries import RecordCanary
+from fedrec.shared.privacy.errors import LedgerError
 from fedrec.shared.protocol import DECLINED_METRIC, RECORD_EPSILON_METRIC
 from fedrec.shared.train.dp_sgd import DpTrainStats, new_record_ledger, record_epsilon, train_local_private
 
@@ -51,13 +54,14 @@ def save_record_ledger(context: Context, ledger: PrivacyLedger) -> None:
     context.state[PRIVACY_STATE] = ConfigRecord({RECORD_LEDGER_KEY: ledger.dumps()})
 
 
-def check_round_order(store: DeviceState, ledger: PrivacyLedger, setup: RoundSetup) -> None:
-    """Refuse before training a round the ledger could not record (its rounds never go back)."""
-    if ledger.entries and ledger.entries[-1].round > setup.server_round:
-        raise DeviceError("state", f"{store.ledger_path}: this device's record-level ledger already holds round "
-                         f"{ledger.entries[-1].round}, and this message is round {setup.server_round} of run "
-                         f"{setup.run_id!r}; ledger rounds never go back, so this state directory cannot take part "
-                         "in an earlier round (or, yet, in a second run)")
+def check_round_order(where: str, ledger: PrivacyLedger, setup: RoundSetup) -> None:
+    """Refuse before training a round the lifetime ledger could not record: one it already charged, an earlier
+    round of the current run, or a round of a run that a later run has followed."""
+    try:
+        ledger.check_next(run=setup.run_id, round=setup.server_round)
+    except LedgerError as e:
+        raise DeviceError("state", f"{where}: round {setup.server_round} of run {setup.run_id!r} cannot be charged "
+                                   f"to this device's lifetime ledger, so it is not trained: {e}") from None
 
 
 def private_round(msg: Message, context: Context, setup: RoundSetup, cfg: RunConfig, model: Recommender,
@@ -69,11 +73,10 @@ def private_round(msg: Message, context: Context, setup: RoundSetup, cfg: RunCon
     """
     # The state directory is the durable copy (it survives a restart); context.state mirrors it.
     ledger = store.load_ledger(subject=subject) if store else load_record_ledger(context, subject=subject)
-    if is_deployed(context):
-        check_round_order(store, ledger, setup)
+    check_round_order(str(store.ledger_path) if store else "context.state", ledger, setup)
     try:
         stats = train_local_private(model, setup.split, setup.catalog, cfg, seed=seed, ledger=ledger,
-                                    server_round=setup.server_round, canaries=canaries)
+                                    server_round=setup.server_round, run=setup.run_id, canaries=canaries)
     except PrivacyBudgetExceeded:
         return decline(msg, ledger, cfg)
     return stats, ledger

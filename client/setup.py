@@ -20,14 +20,8 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from fedrec.client.device_state import (
-    NODE_DATA_PATH,
-    NODE_DEVICE_ID,
-    NODE_STATE_DIR,
-    NODE_USER,
-    DeviceState,
-    resolve_state_dir,
-)
+from fedrec.client.device_state import DeviceState, resolve_state_dir
+from fedrec.client.node_config import NODE_DATA_PATH, NODE_DEVICE_ID, NODE_EPSILON_MAX, NODE_STATE_DIR, NODE_USER
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.federation import load_federation
 from fedrec.shared.data.load import load_history
@@ -52,9 +46,6 @@ from fedrec.shared.protocol import (
 
 log = logging.getLogger("fedrec.client")
 
-
-#: node_config key of a device's own record-level budget; the run's `record-epsilon-max` can only lower it.
-NODE_EPSILON_MAX = "record-epsilon-max"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from fedrec.client import secure_aggregation
-from fedrec.client.device_state import NODE_STATE_DIR, DeviceState, RoundRecord, state_digest
+from fedrec.client.device_state import DeviceState, RoundRecord, state_digest
+from fedrec.client.node_config import NODE_STATE_DIR
 from fedrec.client.privacy_report import write_device_report
 from fedrec.client.record_dp import private_round, save_record_ledger
 from fedrec.client.setup import RoundSetup, device_budget, device_state, device_subject, is_deployed, read_setup

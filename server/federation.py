@@ -184,6 +184,8 @@ class Federation:
                                   seed=saved.audit_seed if saved is not None else None, partitions=order.partitions)
         population = len(order.nodes)
         sampler = Sampler(cfg, population, secret=cfg.user_dp.enabled)
+        if note := cfg.run.cohort_note(population):
+            log.warning("%s", note)  # a clamped cohort is said, never silent
         release: Release = (DpFedAvgRelease(cfg, population, sample_rate=sampler.sample_rate,
                                             poisson=sampler.poisson) if cfg.user_dp.enabled else MeanRelease())
         fed = cls(cfg=cfg, run=run, catalog=pop.catalog, model=model, order=order,

@@ -10,7 +10,8 @@ What it does, in order (everything it writes lives in the work directory, defaul
 3. writes the connection `[superlink.fedrec]` into `$FLWR_HOME/config.toml`, so `flwr ... fedrec` commands reach it;
 4. starts `flower-superlink --enable-supernode-auth` with the certificates, a persistent `superlink.db`
    (registered keys survive a restart) and runtime dependency installation off;
-5. registers the given device public keys (`flwr supernode register`), waits until N registered SuperNodes are
+5. (before step 4) registers the given device public keys on a loopback SuperLink of the same database, so the
+   real one refuses no listed device (`fedrec.server.nodes`); waits until N registered SuperNodes are
    online (`wait_timeout`), submits the run (`flwr run app fedrec --run-config run-config.toml`) and streams its
    log (`flwr log`) until the run finishes;
 6. stops, by PID, everything it started (SuperLink, its SuperExec and ServerApp, the log stream), also on errors,
@@ -39,8 +40,9 @@ from typing import Any
 from fedrec.server.app_files import run_settings, write_app, write_run_config
 from fedrec.server.flwr_control import flwr_cli, run_status
 from fedrec.server.launch_plan import LaunchError, Say, ServerPlan
-from fedrec.server.nodes import public_keys, register_key, wait_for_online
+from fedrec.server.nodes import public_keys, register_before_start, wait_for_online
 from fedrec.server.superlink import CONNECTION, superlink_running
+from fedrec.shared.config import ConfigError
 from fedrec.shared.edge.processes import ManagedProcess, tool, tool_env
 
 
@@ -62,18 +64,23 @@ def serve(plan: ServerPlan, say: Say = print) -> RunOutcome:
     from fedrec.server.deployment import server_population
 
     population = server_population(cfg)  # the catalog loads (clear error now, not inside the ServerApp)
+    note = cfg.run.cohort_note(cfg.run.deployment_nodes)
+    if note and any(k in plan.settings for k in ("run.clients_per_round", "run.fraction_train")):
+        raise ConfigError(f"{note}; a deployed run of {cfg.run.deployment_nodes} devices (--nodes) cannot ask more "
+                          "per round: lower --clients-per-round")  # asked for explicitly: an error, not a clamp
+    if note:
+        say(f"warning: {note} (the default; set --clients-per-round)")
     say(f"deployed run {cfg.run.name}: {cfg.run.deployment_nodes} devices, catalog {len(population.catalog)} items, "
         f"{cfg.run.rounds} rounds -> {Path(cfg.run.dir) / cfg.run.name}")
     app_dir = plan.work_dir / "app"
     write_app(app_dir)
     run_config = write_run_config(plan.work_dir / "run-config.toml", cfg)
     keys = public_keys(plan.register)
+    if keys:  # every listed key, before the SuperLink accepts its first node
+        register_before_start(plan, keys, say)
     logs: ManagedProcess | None = None
     with superlink_running(plan, say) as (link, flwr_home):
         try:
-            for key in keys:
-                node, new = register_key(key, flwr_home=flwr_home)
-                say(f"registered {key} as node {node}" if new else f"{key}: already registered")
             wait_for_online(cfg.run.deployment_nodes, flwr_home=flwr_home, timeout=plan.wait_timeout, say=say,
                             alive=link.process.alive if link.process else lambda: False)
             doc = flwr_cli(["run", str(app_dir.resolve()), CONNECTION, "--run-config", str(run_config.resolve())],

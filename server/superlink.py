@@ -21,7 +21,7 @@ from typing import Any
 import tomli_w
 
 from fedrec.server.launch_plan import LaunchError, Say, ServerPlan
-from fedrec.shared.edge.processes import ManagedProcess, tool, tool_env, wait_for_port
+from fedrec.shared.edge.processes import ManagedProcess, reaping_superexec, tool, tool_env, wait_for_port
 from fedrec.shared.edge.tls import certificate_names, check_server_files, load_certificate
 
 #: Name of the SuperLink connection fedrec writes into `$FLWR_HOME/config.toml`.
@@ -43,8 +43,9 @@ def connect_address(host: str, port: int, cert: Path) -> str:
     return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
 
 
-def write_connection(flwr_home: Path, address: str, root_cert: Path, name: str = CONNECTION) -> Path:
-    """Add (or replace) `[superlink.<name>]` in `$FLWR_HOME/config.toml`, keeping every other entry."""
+def write_connection(flwr_home: Path, address: str, root_cert: Path | None, name: str = CONNECTION) -> Path:
+    """Add (or replace) `[superlink.<name>]` in `$FLWR_HOME/config.toml`, keeping every other entry; without a
+    `root_cert`, an insecure (plain HTTP) connection: only the loopback SuperLink that registers keys uses one."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     path = flwr_home / "config.toml"
     doc: dict[str, Any] = {}
@@ -54,7 +55,8 @@ def write_connection(flwr_home: Path, address: str, root_cert: Path, name: str =
         except tomllib.TOMLDecodeError as e:
             raise LaunchError(f"{path}: not valid TOML ({e}); fix or remove it") from None
     superlink = doc.setdefault("superlink", {})
-    superlink[name] = {"address": address, "root-certificates": str(root_cert.resolve())}
+    superlink[name] = ({"address": address, "root-certificates": str(root_cert.resolve())} if root_cert is not None
+                       else {"address": address, "insecure": True})
     superlink.setdefault("default", name)
     path.write_text(tomli_w.dumps(doc), encoding="utf-8")
     return path
@@ -70,29 +72,38 @@ def resolve_flwr_home(plan_home: Path | None, work_dir: Path, environ: Mapping[s
 
 
 class SuperLink:
-    """`flower-superlink` with TLS and SuperNode authentication, started in `work_dir`, stopped by PID."""
+    """`flower-superlink` with TLS and SuperNode authentication, started in `work_dir`, stopped by PID.
 
-    def __init__(self, plan: ServerPlan, flwr_home: Path) -> None:
-        self.plan, self.flwr_home = plan, flwr_home
+    With `setup_port`, the same database behind a SuperLink that only the server itself can reach: plain HTTP on
+    127.0.0.1:`setup_port`, no node authentication (Flower requires TLS for it), used for nothing but registering
+    the device keys before the real SuperLink accepts its first node (`fedrec.server.nodes.register_before_start`).
+    """
+
+    def __init__(self, plan: ServerPlan, flwr_home: Path, *, setup_port: int = 0) -> None:
+        self.plan, self.flwr_home, self.setup_port = plan, flwr_home, setup_port
         self.ca, self.cert, self.key = check_server_files(plan.certs)
         self.process: ManagedProcess | None = None
 
     def argv(self) -> list[str]:
         p = self.plan
+        common = ["--database", str((p.work_dir / "superlink.db").resolve()),
+                  "--disable-runtime-dependency-installation"]
+        if self.setup_port:
+            return [tool("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.setup_port),
+                    *common]
         return [tool("flower-superlink"), "--host", p.host, "--port", str(p.port),
                 "--ssl-ca-certfile", str(self.ca.resolve()), "--ssl-certfile", str(self.cert.resolve()),
-                "--ssl-keyfile", str(self.key.resolve()), "--enable-supernode-auth",
-                "--database", str((p.work_dir / "superlink.db").resolve()),
-                "--disable-runtime-dependency-installation"]
+                "--ssl-keyfile", str(self.key.resolve()), "--enable-supernode-auth", *common]
 
     def start(self) -> None:
         log = self.plan.work_dir / "superlink.log"
-        self.process = ManagedProcess("superlink", self.argv(), env=tool_env(self.flwr_home), log_path=log,
-                                      cwd=self.plan.work_dir)
-        probe = "127.0.0.1" if self.plan.host in ("0.0.0.0", "127.0.0.1") else self.plan.host
-        probe = "::1" if self.plan.host == "::" else probe
+        env = tool_env(self.flwr_home, reap=reaping_superexec(self.plan.work_dir / "bin"))  # no zombie ServerApps
+        self.process = ManagedProcess("superlink", self.argv(), env=env, log_path=log, cwd=self.plan.work_dir)
+        probe = "127.0.0.1" if self.plan.host in ("0.0.0.0", "127.0.0.1") or self.setup_port else self.plan.host
+        probe = "::1" if self.plan.host == "::" and not self.setup_port else probe
         try:
-            wait_for_port(probe, self.plan.port, timeout=self.plan.startup_timeout, alive=self.process.alive)
+            wait_for_port(probe, self.setup_port or self.plan.port, timeout=self.plan.startup_timeout,
+                          alive=self.process.alive)
         except (RuntimeError, TimeoutError) as e:
             raise LaunchError(f"the SuperLink did not start: {e}; see {log}:\n{_tail(log)}") from None
 

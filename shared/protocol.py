@@ -20,7 +20,7 @@ Device -> server, train reply:
     "arrays": ArrayRecord   the adapter *delta* (local minus global), float32, same keys as sent
     "metrics": MetricRecord without a privacy setting (or with run.dp_diagnostics): train-seconds, steps,
                             peak-rss-mb, num-examples, train-loss, grad-tokens; with record-level DP
-                            RECORD_EPSILON_METRIC (the device's cumulative epsilon so far)
+                            RECORD_EPSILON_METRIC (the device's lifetime epsilon so far, every run included)
 Device -> server, train reply of a device whose record-level budget is spent (a dropout, not a failure):
     "metrics": MetricRecord DECLINED_METRIC = 1, RECORD_EPSILON_METRIC; no "arrays"
 Device -> server, evaluate reply:

@@ -1,21 +1,26 @@
 """Benchmark (not a test): what one edge device needs, on HetRec Last.fm-2K, float32 vs int8 inference.
 
-    python -m fedrec.simulations.bench_edge --run RUN_DIR [--data ../shared/data/hetrec2011-lastfm-2k]
-        [--latency-users 200] [--secagg-clients 8] [--out simulations/results/edge.md]
+    python -m fedrec.simulations.bench_edge --run RUN_DIR [--dp-run DP_RUN_DIR]
+        [--data ../shared/data/hetrec2011-lastfm-2k] [--latency-users 200] [--secagg-clients 8]
+        [--out simulations/results/edge.md]
 
 Without `--run` it first trains an adapter with a short in-process federated run (5 rounds of 50 clients).
 Measures, each figure where it is cheapest to measure honestly:
 
 (a) NDCG@10 / HR@10 of the same adapter in float32 and in int8 (`fedrec.shared.model.quantize`) over every evaluated
     user's held-out item (the protocol of `bench_lastfm2k`: split seed 0, training items excluded), and how
-    many of each user's top 10 the two share;
+    many of each user's top 10 the two share (overlap@10), for `--run`'s adapter and each `--dp-run`'s;
 (b, c) per-user recommendation latency (what `fedrec recommend` runs: tokenise, score the catalog, top-k,
     reasons), model load time, and peak RSS, each variant in its own fresh subprocess (`resource.getrusage`);
 (d) one device's training round with record-level DP on (`train_local_private`, default settings, one real
     user: the evaluated user with the median number of training items) in a fresh subprocess;
 (e) bytes down/up per device per round: the run's rounds.csv (plain FedAvg), and a one-round in-process run with
     record DP and SecAgg+ on `--secagg-clients` users (its clients.csv, every phase summed per device);
-(f) install size: du of the venv's site-packages split into torch, the bundled model and the rest.
+(f) install size: du of the venv's site-packages split into torch, the bundled model and the rest;
+(g) a deployed device's whole process tree (`fedrec client` + SuperNode + SuperExec + a ClientApp per message) in a
+    real loopback federation on the Last.fm catalog (record DP + user DP + SecAgg+, 2 devices, 2 rounds): peak of
+    the summed RSS and PSS, cold and warm catalog-table cache; then `fedrec recommend --state-dir` float32 and
+    int8 on that device, exact peak RSS (`edge_tree`).
 The subprocesses re-run this module with `--child`; they print one JSON line.
 """
 
@@ -37,7 +42,7 @@ import numpy as np
 from fedrec.simulations.edge_install import install_sizes
 from fedrec.simulations.edge_probes import run_child, run_probe
 from fedrec.simulations.edge_report import report
-from fedrec.simulations.edge_runs import evaluate, rounds_bytes, secagg_round, train_adapter
+from fedrec.simulations.edge_runs import int8_quality, rounds_bytes, secagg_round, train_adapter
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hetrec2011-lastfm-2k"
@@ -47,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--run", default="", help="run directory whose adapter to use (default: train one)")
+    ap.add_argument("--dp-run", action="append", default=[], help="also measure int8 quality on this run's "
+                    "adapter, e.g. one trained with user-level DP (repeatable)")
     ap.add_argument("--latency-users", type=int, default=200)
     ap.add_argument("--secagg-clients", type=int, default=8, help="0 skips the SecAgg+ bytes round")
-    ap.add_argument("--skip", default="", help="comma list of: quality,latency,train,secagg,install")
+    ap.add_argument("--skip", default="", help="comma list of: quality,latency,train,secagg,install,tree")
     ap.add_argument("--scratch", default=str(REPO / "runs"), help="where runs this script makes go")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "edge.md"))
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -64,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from fedrec.shared.config import RunConfig
     from fedrec.shared.data.federation import load_federation
-    from fedrec.shared.model.recommend import load_trained
     from fedrec.shared.run_dir import read_config
 
     skip = set(filter(None, args.skip.split(",")))
@@ -116,18 +122,26 @@ def main(argv: list[str] | None = None) -> int:
         res["secagg"] = secagg_round(args.data, args.secagg_clients, work)
         print("secagg", res["secagg"], flush=True)
 
-    if "quality" not in skip:
-        from fedrec.shared.model.quantize import quantize_int8
+    if "tree" not in skip:
+        from fedrec.simulations.edge_tree import deployed_devices, recommend_peak
 
-        _, catalog, model = load_trained(run)
-        fp32, top_fp32, s_fp32 = evaluate(model, cfg, fed.splits, catalog)
-        summary = quantize_int8(model)
-        int8, top_int8, s_int8 = evaluate(model, cfg, fed.splits, catalog)
-        overlap = [len(set(a) & set(b)) for a, b in zip(top_fp32, top_int8, strict=True)]
-        res["quality"] = {"fp32": fp32, "int8": int8, "fp32_s": s_fp32, "int8_s": s_int8,
-                          "top10_overlap": float(np.mean(overlap)), "users": len(overlap),
-                          "int8_layers": summary.layers, "float_mb": summary.float_bytes / 1e6,
-                          "int8_mb": summary.int8_bytes / 1e6, "engine": summary.engine}
+        sizes = sorted(evaluated, key=lambda s: len(s.train_items))
+        users = [{"user": s.user_id, "items": [fed.catalog.item_ids[int(i)] for i in s.train_items],
+                  "weights": [float(x) for x in s.train_weights]} for s in (sizes[len(sizes) // 2], sizes[-1])]
+        tree = deployed_devices(run, users, work / "tree")
+        warm = Path(tree["state_dirs"]["warm"])
+        tree["recommend"] = {v: recommend_peak(warm, users[1], work / "tree", cache=work / "tree" / "cache-warm",
+                                               int8=v == "int8") for v in ("fp32", "int8")}
+        tree["history_items"] = [len(u["items"]) for u in users]
+        tree.pop("histories")
+        import shutil
+
+        shutil.rmtree(work / "tree")  # the devices' state (ledgers, updates) derived from real users' histories
+        res["tree"] = tree
+        print("tree", tree, flush=True)
+
+    if "quality" not in skip:  # the adapter of --run, and of each --dp-run (trained with DP noise)
+        res["quality"] = [int8_quality(r, args.data) for r in [run, *map(Path, args.dp_run)]]
         print("quality", res["quality"], flush=True)
 
     res["rounds_csv"] = rounds_bytes(run)

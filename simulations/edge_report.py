@@ -48,26 +48,7 @@ def report(res: dict[str, Any], argv: list[str], started: str, cfg: RunConfig) -
         "",
     ]
     if "quality" in res:
-        q = res["quality"]
-        lines += [
-            "## (a) Ranking quality, float32 vs int8 (same adapter, full ranking, training items excluded)",
-            "",
-            "| model | HR@10 | NDCG@10 | NDCG@10 (99 sampled) | coverage@10 | scoring all users |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, m, s in (("float32", q["fp32"], q["fp32_s"]), ("int8 dynamic", q["int8"], q["int8_s"])):
-            lines.append(f"| {name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | "
-                         f"{m.get('ndcg@10_sampled', float('nan')):.4f} | {m.get('coverage@10', float('nan')):.3f} | "
-                         f"{s:.0f} s |")
-        d = q["int8"]["ndcg@10"] - q["fp32"]["ndcg@10"]
-        lines += [
-            "",
-            f"{q['users']} evaluated users. NDCG@10 change int8 - float32: {d:+.4f} ({d / q['fp32']['ndcg@10']:+.1%}). "
-            f"Users' top-10 lists share {q['top10_overlap']:.1f} of 10 items on average. Quantized: "
-            f"{q['int8_layers']} Linear layers ({q['float_mb']:.1f} MB of float32 weights -> {q['int8_mb']:.1f} MB "
-            f"int8, {q['engine']} engine); embeddings, LayerNorms, head, item bias and catalog table stay float32.",
-            "",
-        ]
+        lines += _quality_section(res["quality"])
     if "latency" in res:
         lines += [
             "## (b, c) `fedrec recommend`: latency and memory, each variant in a fresh process",
@@ -132,6 +113,8 @@ def report(res: dict[str, Any], argv: list[str], started: str, cfg: RunConfig) -
                      f"counted). The round took {s['round_wall_s']:.0f} s with its devices trained one after "
                      "another in one process.")
     lines.append("")
+    if "tree" in res:
+        lines += _tree_section(res["tree"])
     if "install" in res:
         i = res["install"]
         lines += [
@@ -158,3 +141,73 @@ def report(res: dict[str, Any], argv: list[str], started: str, cfg: RunConfig) -
             "",
         ]
     return "\n".join(lines)
+
+
+def _tree_section(t: dict[str, Any]) -> list[str]:
+    """(g): a deployed device's whole process tree, training and recommending."""
+    lines = [
+        "## (g) A deployed device's whole process tree (`fedrec client` + SuperNode + SuperExec + ClientApps)",
+        "",
+        "| device | peak RSS, summed over the tree | peak PSS, summed | largest ClientApp | SuperNode | SuperExec "
+        "| `fedrec client` | ClientApp processes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (("cold", "first round on a new device (computes the catalog table)"),
+                        ("warm", "catalog table cached (every later round)")):
+        d, k = t[name], t[name]["peak_rss_by_kind_mb"]
+        lines.append(f"| {label} | {d['peak_tree_rss_mb']:.0f} MB | {d['peak_tree_pss_mb']:.0f} MB | "
+                     f"{k.get('flwr-clientapp', 0):.0f} MB | {k.get('flower-supernode', 0):.0f} MB | "
+                     f"{k.get('flower-superexec', 0):.0f} MB | {k.get('fedrec', 0):.0f} MB | "
+                     f"{d['clientapp_processes']} |")
+    r = t["recommend"]
+    lines += [
+        "",
+        f"A loopback federation (`fedrec server` and two `fedrec client` devices on this machine, {t['seconds']:.0f} s "
+        "wall): record DP + user DP + SecAgg+, both devices in both rounds, evaluation after round 2; devices "
+        f"holding {t['history_items'][0]} and {t['history_items'][1]} training items of two real users. Sampled "
+        "every 0.2 s (psutil); RSS summed over the tree counts each shared library once per process, PSS counts "
+        "shared pages once in total (what the tree costs the device). The ClientApp is a fresh process per "
+        "message, so at most one runs at a time per device.",
+        "",
+        "| `fedrec recommend --state-dir` (one user, fresh process) | peak RSS (kernel, exact) | wall |",
+        "|---|---|---|",
+        *(f"| {v} | {r[v]['peak_rss_mb']:.0f} MB | {r[v]['seconds']:.1f} s |" for v in ("fp32", "int8")),
+        "",
+    ]
+    return lines
+
+
+def _adapter_label(q: dict[str, Any]) -> str:
+    dp = "non-private" if not (q["user_dp"] or q["record_dp"]) else ", ".join(
+        x for x in (f"user-level DP (target ε = {q['user_epsilon']:g})" if q["user_dp"] else "",
+                    "record-level DP" if q["record_dp"] else "") if x)
+    return f"{dp}, {q['rounds']} rounds x {q['clients_per_round']} clients"
+
+
+def _quality_section(quality: list[dict[str, Any]]) -> list[str]:
+    """(a): float32 vs int8 ranking quality for each adapter, with overlap@10 and the NDCG@10 change."""
+    lines = [
+        "## (a) Ranking quality, float32 vs int8 (same adapter, full ranking, training items excluded)",
+        "",
+        "| adapter | model | HR@10 | NDCG@10 | NDCG@10 change | overlap@10 (mean) | users with overlap >= 9 "
+        "| scoring all users |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for q in quality:
+        d = (q["int8"]["ndcg@10"] - q["fp32"]["ndcg@10"]) / q["fp32"]["ndcg@10"]
+        lines += [f"| {_adapter_label(q)} | float32 | {q['fp32']['hr@10']:.4f} | {q['fp32']['ndcg@10']:.4f} "
+                  f"| - | - | - | {q['fp32_s']:.0f} s |",
+                  f"| | int8 | {q['int8']['hr@10']:.4f} | {q['int8']['ndcg@10']:.4f} | {d:+.1%} | "
+                  f"{q['top10_overlap']:.2f} / 10 | {q['overlap_at_least_9']:.0%} | {q['int8_s']:.0f} s |"]
+    q = quality[0]
+    kept = ", ".join(q["kept_float"]) or "none"
+    lines += [
+        "",
+        f"{q['users']} evaluated users per adapter; overlap@10 = how many of a user's float32 top 10 the int8 top 10 "
+        f"keeps. int8: {q['int8_layers']} Linear layers of the backbone ({q['float_mb']:.1f} MB of float32 weights "
+        f"-> {q['int8_mb']:.1f} MB int8, {q['engine']} engine); kept in float32: {kept}; embeddings, LayerNorms, "
+        "head, item bias and catalog table stay float32 too. Adapters: " + "; ".join(
+            f"`{x['run']}`" for x in quality) + ".",
+        "",
+    ]
+    return lines

@@ -38,6 +38,32 @@ def evaluate(model: Any, cfg: RunConfig, splits: list[Any], catalog: Any
     return total.summary(), tops, time.perf_counter() - t0
 
 
+def int8_quality(run: Path, data: str) -> dict[str, Any]:
+    """NDCG@10/HR@10 of `run`'s adapter in float32 and in int8 (`fedrec recommend --int8`), and how many of each
+    user's float32 top 10 the int8 top 10 keeps (overlap@10), over every evaluated user."""
+    from fedrec.shared.config import RunConfig
+    from fedrec.shared.data.federation import load_federation
+    from fedrec.shared.model.quantize import quantize_int8
+    from fedrec.shared.model.recommend import load_trained
+    from fedrec.shared.run_dir import read_config
+
+    cfg = RunConfig.from_mapping({**read_config(run).to_flat(), "data.source": data})
+    splits = load_federation(cfg).splits
+    _, catalog, model = load_trained(run)
+    fp32, top_fp32, s_fp32 = evaluate(model, cfg, splits, catalog)
+    summary = quantize_int8(model)
+    int8, top_int8, s_int8 = evaluate(model, cfg, splits, catalog)
+    overlap = np.array([len(set(a) & set(b)) for a, b in zip(top_fp32, top_int8, strict=True)])
+    return {"run": str(run), "user_dp": cfg.user_dp.enabled, "record_dp": cfg.record_dp.enabled,
+            "rounds": cfg.run.rounds, "clients_per_round": cfg.run.clients_per_round,
+            "user_epsilon": cfg.user_dp.target_epsilon, "fp32": fp32, "int8": int8, "fp32_s": s_fp32,
+            "int8_s": s_int8, "top10_overlap": float(overlap.mean()),
+            "overlap_at_least_9": float((overlap >= 9).mean()),
+            "overlap_min": int(overlap.min()), "users": len(overlap), "int8_layers": summary.layers,
+            "float_mb": summary.float_bytes / 1e6, "int8_mb": summary.int8_bytes / 1e6, "engine": summary.engine,
+            "kept_float": list(summary.kept_float)}
+
+
 def secagg_round(data: str, clients: int, rundir: Path) -> dict[str, Any]:
     """One round, record DP + SecAgg+, `clients` users in process: bytes per device (all phases) and wall time."""
     from fedrec.shared.config import RunConfig

@@ -363,9 +363,21 @@ class RunSection(Section):
         self._check(0.0 <= self.server_momentum < 1.0, "server_momentum", "must be in [0, 1)")
 
     def clients_sampled(self, population: int) -> int:
-        """Clients asked to train each round: a fraction of the population if set, else the count."""
+        """Clients asked to train each round: a fraction of the population if set, else the count (clamped to
+        1..population; `cohort_note` says when it was)."""
         k = round(self.fraction_train * population) if self.fraction_train > 0 else self.clients_per_round
         return max(1, min(k, population))
+
+    def cohort_note(self, population: int) -> str:
+        """What `clients_sampled` did to the configured cohort if it had to clamp it, in words ("" if it did not)."""
+        k = round(self.fraction_train * population) if self.fraction_train > 0 else self.clients_per_round
+        asked = f"run.fraction_train = {self.fraction_train} of {population} clients is {k}" \
+            if self.fraction_train > 0 else f"run.clients_per_round = {k}"
+        if k > population:
+            poisson = " (Poisson sampling at q = 1: no amplification by sampling)" \
+                if self.client_sampling == "poisson" else ""
+            return f"{asked}, more than the {population} clients: every round asks all {population}{poisson}"
+        return f"{asked}: every round asks 1 client instead" if k < 1 else ""
 
 
 SECTIONS: dict[str, type[Section]] = {

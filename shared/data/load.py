@@ -116,14 +116,12 @@ def _catalog_lookup(catalog: Catalog) -> tuple[dict[str, int], dict[str, int]]:
     return by_id, by_name
 
 
-def load_history(
-    path: str | Path, catalog: Catalog, fmt: str | None = None, *, user: str | None = None
-) -> tuple[UserHistory, LoadSummary]:
-    """One user's history from `path` (any supported format), its items mapped onto `catalog`.
+def read_user_history(path: str | Path, fmt: str | None = None, *, user: str | None = None) -> tuple[Parsed, str]:
+    """Parse a history file completely (every line, any supported format) and pick its one user.
 
-    A file holding several users needs `user=`; for ListenBrainz `user` also names listens without
-    `user_name`. Items match by id, else by case-folded name; unmatched rows are skipped as `NOT_IN_CATALOG`.
-    Two source items that map to one catalog item are merged like any repeated pair.
+    What `load_history` reads before it needs a catalog, so a device can check its file before it joins a
+    federation (`fedrec client`): a malformed line is a `DataFormatError` naming the file and the line, and a file
+    holding several users needs `user=`.
     """
     path = str(path)
     fmt = fmt or detect_format(path)
@@ -138,7 +136,19 @@ def load_history(
         user = users[0]
     elif user not in users:
         raise DataFormatError(path, f"no rows for user {user!r} (users in the file: {len(users)})")
+    return parsed, user
 
+
+def load_history(
+    path: str | Path, catalog: Catalog, fmt: str | None = None, *, user: str | None = None
+) -> tuple[UserHistory, LoadSummary]:
+    """One user's history from `path` (any supported format), its items mapped onto `catalog`.
+
+    A file holding several users needs `user=`; for ListenBrainz `user` also names listens without
+    `user_name`. Items match by id, else by case-folded name; unmatched rows are skipped as `NOT_IN_CATALOG`.
+    Two source items that map to one catalog item are merged like any repeated pair.
+    """
+    parsed, user = read_user_history(path, fmt, user=user)
     source = parsed.summary
     summary = LoadSummary(source=source.source, rows_read=source.rows_read, skipped=dict(source.skipped),
                           notes=list(source.notes))

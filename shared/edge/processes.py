@@ -10,6 +10,9 @@ what is left. Output goes to a log file, line by line, and optionally to our own
 `tool_env` is the environment every Flower tool here runs with: the interpreter's own `bin` first on PATH (the
 SuperLink and SuperNode start `flower-superexec` by name), Flower's telemetry and runtime `uv sync` off (it would
 install a CUDA torch on every run), Hugging Face offline.
+
+Zombies: `tool_env(reap=reaping_superexec(folder))` makes the SuperLink and the SuperNode start fedrec's
+`flower-superexec` (`fedrec.shared.edge.superexec`: Flower's own, reaping the task processes Flower never waits for).
 """
 
 from __future__ import annotations
@@ -53,12 +56,24 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def tool_env(flwr_home: Path | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def tool_env(flwr_home: Path | None = None, extra: Mapping[str, str] | None = None, *,
+             reap: Path | None = None) -> dict[str, str]:
+    """The environment of a Flower tool; with `reap`, the folder of `reaping_superexec` first on PATH."""
     env = {**TOOL_ENV, **os.environ, **(extra or {})}
-    env["PATH"] = f"{tool_bin()}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = os.pathsep.join([*([str(reap)] if reap else []), str(tool_bin()), env.get("PATH", "")])
     if flwr_home is not None:
         env["FLWR_HOME"] = str(flwr_home)
     return env
+
+
+def reaping_superexec(folder: Path) -> Path:
+    """Write `folder/flower-superexec`, which runs `fedrec.shared.edge.superexec` (Flower's SuperExec, reaping its
+    children); returns `folder`, for `tool_env(reap=folder)`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "flower-superexec"
+    path.write_text(f"#!{sys.executable}\nfrom fedrec.shared.edge.superexec import main\n\nmain()\n", encoding="utf-8")
+    path.chmod(0o755)
+    return folder
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -46,6 +46,7 @@ class Int8Summary:
     layers: int  # nn.Linear layers replaced by int8 dynamic ones
     float_bytes: int  # bytes of those layers' float32 weights before
     int8_bytes: int  # bytes of their int8 weights after (scales and biases not counted)
+    kept_float: tuple[str, ...] = ()  # backbone Linear layers deliberately left in float32
 
 
 def merge_lora(model: Recommender) -> None:

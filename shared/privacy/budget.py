@@ -45,7 +45,7 @@ def check_budget(ledger: PrivacyLedger, next_event: dp_event.DpEvent, *, epsilon
     if eps > epsilon_max:
         name = accountant if isinstance(accountant, str) else accountant.name
         raise PrivacyBudgetExceeded(
-            f"{ledger.guarantee} budget: the next release (round after {ledger.rounds()[-1:] or 'none'}) would "
+            f"{ledger.guarantee} budget: the next release (after {_last(ledger)}) would "
             f"bring epsilon to {eps:.6g} > epsilon_max {epsilon_max:g} at delta {delta:g} ({name} accountant, "
             f"{len(ledger)} releases so far)",
             epsilon=eps, epsilon_max=epsilon_max, delta=delta)
@@ -88,3 +88,11 @@ def _check_epsilon_max(epsilon_max: float) -> None:
     if isinstance(epsilon_max, bool) or not isinstance(epsilon_max, int | float) or math.isnan(epsilon_max) \
             or epsilon_max <= 0:
         raise ValueError(f"epsilon_max: expected a number > 0, found {epsilon_max!r}")
+
+
+def _last(ledger: PrivacyLedger) -> str:
+    """Where the ledger stands, for a message: "round 3", "round 2 of run 'spring'" or "no release yet"."""
+    if not len(ledger):
+        return "no release yet"
+    last = ledger.entries[-1]
+    return f"round {last.round}" + (f" of run {last.run!r}" if last.run else "")

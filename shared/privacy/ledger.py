@@ -40,6 +40,16 @@ To make sure a ledger written today is read with the same meaning by every later
 * Round trips are exact: floats are written with Python's shortest round-tripping repr, integers stay integers,
   and an event is canonicalised (decoded from its own encoding) before it enters a ledger, so the in-memory
   ledger is equal to the one read back.
+
+Version 2: entries keyed by (run, round, release)
+------------------------------------------------
+A device trains in many runs over its life and its record-level budget is a lifetime budget, so one ledger holds
+the releases of every run. Version 2 adds two optional entry fields: ``run`` (the run id, a non-empty string)
+and ``release`` (an integer >= 0: which release of that run's round, 0 for the first). An entry is identified by
+its key (run, round, release), and the ledger refuses a second entry with a key it already holds: a release is
+charged once, whatever re-delivers it. Order: within a run, keys strictly increase; runs are contiguous, so a run
+once followed by another is closed. A ledger whose entries carry no run id is written as version 1, exactly as
+before (its entries' release is their position within their round); a version-1 file never holds the new fields.
 """
 
 from __future__ import annotations
@@ -67,7 +77,8 @@ from fedrec.shared.privacy.events import (
 )
 
 LEDGER_FORMAT = "fedrec.privacy-ledger"
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
+RUN_FIELDS_SINCE = 2  # the version that added the optional entry fields `run` and `release`
 
 USER_LEVEL = "user-level"
 RECORD_LEVEL = "record-level"
@@ -89,10 +100,20 @@ class LedgerEntry:
     kind: str
     event: dp_event.DpEvent
     metadata: Mapping[str, Any] = attr.Factory(dict)
+    run: str = ""  # the run id ("" in ledgers without runs: a run's server ledger, a version-1 file)
+    release: int = 0  # which release of (run, round): 0 for the first
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """(run, round, release): what identifies this release; a ledger holds each key once."""
+        return self.run, self.round, self.release
 
     def to_json(self) -> dict[str, Any]:
-        return {"round": self.round, "kind": self.kind, "event": event_to_json(self.event),
-                "metadata": dict(self.metadata)}
+        out = {"round": self.round, "kind": self.kind, "event": event_to_json(self.event),
+               "metadata": dict(self.metadata)}
+        if self.run:  # version-2 fields, written only by ledgers with runs (a version-1 ledger stays byte-identical)
+            out.update(run=self.run, release=self.release)
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, *, where: str = "entry") -> LedgerEntry:
@@ -101,17 +122,26 @@ class LedgerEntry:
         missing = [k for k in ("round", "kind", "event") if k not in obj]
         if missing:
             raise LedgerError(f"{where}: missing field(s) {missing}")
-        unknown = sorted(set(obj) - {"round", "kind", "event", "metadata"})
+        unknown = sorted(set(obj) - {"round", "kind", "event", "metadata", "run", "release"})
         if unknown:
             raise LedgerError(f"{where}: unknown field(s) {unknown}")
         rnd, kind, metadata = obj["round"], obj["kind"], obj.get("metadata", {})
-        if not isinstance(rnd, int) or isinstance(rnd, bool) or rnd < 0:
+        if not _is_count(rnd):
             raise LedgerError(f"{where}.round: expected an integer >= 0, found {rnd!r}")
         if kind not in KIND_OF_GUARANTEE.values():
             raise LedgerError(f"{where}.kind: expected one of {sorted(KIND_OF_GUARANTEE.values())}, found {kind!r}")
         if not isinstance(metadata, Mapping):
             raise LedgerError(f"{where}.metadata: expected an object, found {metadata!r}")
-        return cls(rnd, kind, event_from_json(obj["event"], where=f"{where}.event"), dict(metadata))
+        run, release = obj.get("run", ""), obj.get("release", 0)
+        if "run" in obj and (not isinstance(run, str) or not run):
+            raise LedgerError(f"{where}.run: expected a non-empty run id, found {run!r}")
+        if not _is_count(release) or ("release" in obj and "run" not in obj):
+            raise LedgerError(f"{where}.release: expected an integer >= 0 beside a run id, found {release!r}")
+        return cls(rnd, kind, event_from_json(obj["event"], where=f"{where}.event"), dict(metadata), run, release)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class PrivacyLedger:
@@ -119,7 +149,9 @@ class PrivacyLedger:
 
     Append with `record_user_level_release` / `record_local_dpsgd` (or `append` for any other event), persist
     with `save` after every append, and resume with `load_or_create`. Rounds never go back: an entry for a round
-    earlier than the last one is refused, which catches resuming from a stale ledger.
+    earlier than the last one is refused, which catches resuming from a stale ledger. A device's lifetime ledger
+    gives each entry its run id (`run=`): then the key (run, round, release) is unique, keys increase within a
+    run, and a run once followed by another is closed (`check_next`).
     """
 
     def __init__(self, *, guarantee: str, adjacency: str = "add_or_remove_one", subject: str = "",
@@ -177,6 +209,19 @@ class PrivacyLedger:
         """The distinct rounds with at least one entry, ascending."""
         return sorted({e.round for e in self._entries})
 
+    def round_keys(self) -> list[tuple[str, int]]:
+        """The distinct (run, round) pairs with at least one entry, in ledger order: the rounds a device trained
+        in over its lifetime (in a ledger without runs, `("", round)` for each of `rounds()`)."""
+        return list(dict.fromkeys((e.run, e.round) for e in self._entries))
+
+    def runs(self) -> list[str]:
+        """The run ids in ledger order ("" for entries without one)."""
+        return list(dict.fromkeys(e.run for e in self._entries))
+
+    def has(self, run: str, round: int, release: int = 0) -> bool:  # noqa: A002 - the ledger's own field name
+        """Whether release (run, round, release) is already recorded (charged)."""
+        return any(e.key == (run, round, release) for e in self._entries)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -196,16 +241,22 @@ class PrivacyLedger:
 
     # -- appending
 
-    def append(self, *, round: int, event: dp_event.DpEvent,
-               metadata: Mapping[str, Any] | None = None) -> LedgerEntry:
-        """Append one release of this ledger's kind. The event is canonicalised so it equals its read-back."""
-        entry = LedgerEntry(round, self.kind, canonical_event(event), dict(metadata or {}))
+    def append(self, *, round: int, event: dp_event.DpEvent, metadata: Mapping[str, Any] | None = None,
+               run: str = "", release: int = 0) -> LedgerEntry:
+        """Append one release of this ledger's kind. The event is canonicalised so it equals its read-back.
+
+        `run` (a lifetime ledger) keys the entry by (run, round, release); a key already held is refused.
+        """
+        if not run and release:
+            raise LedgerError("append: a release index needs a run id (a ledger without runs numbers releases "
+                              "by position)")
+        entry = LedgerEntry(round, self.kind, canonical_event(event), dict(metadata or {}), run, release)
         self._add(entry, where=f"entries[{len(self._entries)}]")
         return entry
 
     def record_local_dpsgd(self, *, round: int, noise_multiplier: float, sample_rate: float,
-                           steps: int, **metadata: Any) -> LedgerEntry:
-        """Record the DP-SGD steps one device ran in one round (record-level ledgers).
+                           steps: int, run: str = "", release: int = 0, **metadata: Any) -> LedgerEntry:
+        """Record the DP-SGD steps one device ran in one round (record-level ledgers) of run `run`.
 
         Pass *every* optimizer step of the round, including steps on empty Poisson batches; extra keyword
         arguments (``max_grad_norm``, ``expected_batch_size``, ``num_records``, ...) go into the metadata.
@@ -214,7 +265,13 @@ class PrivacyLedger:
         event = dpsgd_event(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
         meta = {"noise_multiplier": float(noise_multiplier), "sample_rate": float(sample_rate), "steps": int(steps),
                 **metadata}
-        return self.append(round=round, event=event, metadata=meta)
+        return self.append(round=round, event=event, metadata=meta, run=run, release=release)
+
+    def check_next(self, *, run: str, round: int, release: int = 0) -> None:  # noqa: A002
+        """Raise `LedgerError` unless release (run, round, release) could be appended now: call it before the
+        work whose charge the entry would record, so nothing is done that the ledger could not hold."""
+        self._check_order(LedgerEntry(round, self.kind, dp_event.NonPrivateDpEvent(), {}, run, release),
+                          where="next entry")
 
     def record_user_level_release(self, *, round: int, noise_multiplier: float,
                                   sample_rate: float | None, **metadata: Any) -> LedgerEntry:
@@ -242,19 +299,37 @@ class PrivacyLedger:
         if entry.kind != self.kind:
             raise LedgerError(f"{where}.kind: a {self._guarantee} ledger holds only {self.kind!r} entries, "
                               f"found {entry.kind!r}")
-        if self._entries and entry.round < self._entries[-1].round:
-            raise LedgerError(f"{where}.round: rounds never go back; the last entry is round "
-                              f"{self._entries[-1].round}, found {entry.round}")
+        if not entry.run:  # no run id: the release is the entry's position within its round
+            entry = attr.evolve(entry, release=sum(e.key[:2] == ("", entry.round) for e in self._entries))
+        self._check_order(entry, where=where)
         try:
             json.dumps(dict(entry.metadata), allow_nan=False)
         except (TypeError, ValueError) as e:
             raise LedgerError(f"{where}.metadata: must be JSON with finite numbers: {e}") from None
         self._entries.append(entry)
 
+    def _check_order(self, entry: LedgerEntry, *, where: str) -> None:
+        """Refuse an entry that cannot follow this ledger's: a key held twice, a round that goes back within its
+        run, or a run that another run has already followed (closed)."""
+        last = self._entries[-1] if self._entries else None
+        if entry.run and self.has(*entry.key):
+            raise LedgerError(f"{where}: release {entry.key} (run, round, release) is already in the ledger; a "
+                              "release is charged once")
+        if last is not None and last.run == entry.run and entry.round < last.round:
+            raise LedgerError(f"{where}.round: rounds never go back; the last entry is round {last.round}"
+                              + (f" of run {entry.run!r}" if entry.run else "") + f", found {entry.round}")
+        if last is not None and last.run == entry.run and entry.key <= last.key:
+            raise LedgerError(f"{where}.release: releases of a round increase; the last is {last.key}, found "
+                              f"{entry.key}")
+        if last is not None and last.run != entry.run and entry.run in self.runs():
+            raise LedgerError(f"{where}.run: run {entry.run!r} was followed by run {last.run!r}; a run once "
+                              "followed by another is closed")
+
     # -- JSON and files
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": LEDGER_FORMAT, "version": LEDGER_VERSION, "event_codec": EVENT_CODEC_VERSION,
+        version = LEDGER_VERSION if any(e.run for e in self._entries) else 1  # no run ids: exactly version 1
+        return {"format": LEDGER_FORMAT, "version": version, "event_codec": EVENT_CODEC_VERSION,
                 "guarantee": self._guarantee, "adjacency": self._adjacency, "subject": self._subject,
                 "entries": [e.to_json() for e in self._entries]}
 
@@ -272,6 +347,10 @@ class PrivacyLedger:
         if not isinstance(entries, list):
             raise LedgerError(f"{where}.entries: expected an array, found {entries!r}")
         parsed = [LedgerEntry.from_json(e, where=f"{where}.entries[{i}]") for i, e in enumerate(entries)]
+        if obj["version"] < RUN_FIELDS_SINCE and any(isinstance(e, Mapping) and ("run" in e or "release" in e)
+                                                      for e in entries):
+            raise LedgerError(f"{where}: entries with 'run'/'release' need version >= {RUN_FIELDS_SINCE}, found "
+                              f"version {obj['version']}")
         try:
             return cls(guarantee=obj.get("guarantee"), adjacency=obj.get("adjacency", "add_or_remove_one"),
                        subject=obj.get("subject", ""), entries=parsed)

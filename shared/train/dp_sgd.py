@@ -135,10 +135,12 @@ def train_local_private(
     seed: int,
     ledger: PrivacyLedger,
     server_round: int,
+    run: str = "",
     noise_seed: int | None = None,
     canaries: Sequence[RecordCanary] = (),
 ) -> DpTrainStats:
-    """`local_epochs` epochs of DP-SGD on one user's examples; the round is appended to `ledger`.
+    """`local_epochs` epochs of DP-SGD on one user's examples; the round is appended to `ledger` as release
+    (`run`, `server_round`, 0): a device's lifetime ledger keys its entries by run.
 
     `seed` draws the examples (the same draw as `train_local`) and seeds dropout. `noise_seed` seeds the Poisson
     sampling and the noise; leave it None (what the client does) to draw it from the OS CSPRNG so that neither
@@ -163,6 +165,7 @@ def train_local_private(
         raise ValueError(f"{len(canaries)} audit canaries but {plan.num_records - cfg.train.examples_per_user} audit "
                          "slots on this device (audit-canaries must be > 0, and a device hosts at most one)")
     extra = canary_examples(canaries, catalog, cfg)
+    ledger.check_next(run=run, round=server_round)  # a release the ledger already holds is never trained again
     budget = record_budget(cfg)
     if budget is not None:
         budget.check(ledger, plan.event())  # raises PrivacyBudgetExceeded; nothing trained, nothing recorded
@@ -218,7 +221,7 @@ def train_local_private(
         model.eval()
     if meter.steps != plan.steps:  # cannot happen by construction; the ledger must never under-count
         raise DpSgdError(f"ran {meter.steps} DP-SGD steps, planned {plan.steps}")
-    ledger.record_local_dpsgd(round=server_round, noise_multiplier=plan.noise_multiplier,
+    ledger.record_local_dpsgd(round=server_round, run=run, noise_multiplier=plan.noise_multiplier,
                               sample_rate=plan.sample_rate, steps=meter.steps, max_grad_norm=plan.max_grad_norm,
                               num_records=plan.num_records, expected_batch_size=plan.expected_batch_size,
                               epochs=cfg.train.local_epochs)

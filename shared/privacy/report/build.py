@@ -25,6 +25,7 @@ from fedrec.shared.privacy.ledger import RECORD_LEVEL, USER_LEVEL
 from fedrec.shared.privacy.report.consistency import consistency_findings
 from fedrec.shared.privacy.report.document import validate_report
 from fedrec.shared.privacy.report.inputs import GuaranteeInputs, Scope
+from fedrec.shared.privacy.report.lifetime import curve_point, has_runs, run_summaries
 from fedrec.shared.privacy.report.schema import SCHEMA_NAME, SCHEMA_VERSION
 from fedrec.shared.privacy.report.statements import (
     RECORD_BOUND,
@@ -68,7 +69,8 @@ def build_run_report(*, run_id: str, scope: Scope, user_level: GuaranteeInputs |
 def build_device_report(*, run_id: str, device_id: str, scope: Scope, record_level: GuaranteeInputs,
                         created_at: datetime | None = None, code_version: Mapping[str, Any] | None = None,
                         strict: bool = True) -> dict[str, Any]:
-    """One device's report: its record-level guarantee over every round it trained in."""
+    """One device's report: its record-level guarantee over every round it trained in (with a lifetime ledger:
+    in every run, listed in the section's ``runs``; `run_id` is then the current run)."""
     report = _envelope("device", run_id=run_id, device_id=device_id, scope=scope, created_at=created_at,
                        code_version=code_version)
     report["user_level"] = None
@@ -122,9 +124,10 @@ def _guarantee(level: str, g: GuaranteeInputs, scope: dict[str, Any]) -> dict[st
                           "epsilon": acc.epsilon(events, delta=g.delta)})
     # The epsilon-over-rounds curve uses the headline's accountant and settings: one accountant per figure, so
     # the curve ends at the reported epsilon instead of showing a second number for the same run.
-    rounds = ledger.rounds()
-    batches = [[e.event for e in ledger if e.round == r] for r in rounds]
-    points = primary.cumulative_epsilons(batches, delta=g.delta)
+    keys = ledger.round_keys()  # (run, round): a device's lifetime ledger spans runs
+    batches = [[e.event for e in ledger if (e.run, e.round) == k] for k in keys]
+    points = [curve_point(k, e) for k, e in zip(keys, primary.cumulative_epsilons(batches, delta=g.delta),
+                                                 strict=True)]
     libraries = {"fedrec": package_version("fedrec"), "dp-accounting": package_version("dp-accounting"),
                  "python": platform.python_version()}
     for name in [g.accountant, *g.cross_check]:
@@ -152,11 +155,13 @@ def _guarantee(level: str, g: GuaranteeInputs, scope: dict[str, Any]) -> dict[st
                        "epsilon": epsilon, "epsilon_is_upper_bound": True, "cross_check": cross,
                        "library_versions": libraries},
         "epsilon_by_round": {"accountant": g.accountant, "accountant_settings": primary.settings(),
-                             "points": [{"round": r, "epsilon": e} for r, e in zip(rounds, points, strict=True)]},
+                             "points": points},
         "ledger": ledger.to_json(),
     }
     if g.releases:  # optional: only runs with a release phase have it (older reports stay byte-identical)
         section["releases"] = [r.to_json() for r in g.releases]
+    if has_runs(ledger):  # a device's lifetime: the runs it trained in (optional field, `lifetime`)
+        section["runs"] = run_summaries(ledger, points)
     section["statement"] = guarantee_statement(level, section, scope)
     return section
 

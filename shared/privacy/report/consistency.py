@@ -18,6 +18,12 @@ from fedrec.shared.io import package_version
 from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
 from fedrec.shared.privacy.events import gaussian_components
 from fedrec.shared.privacy.ledger import RECORD_LEVEL, USER_LEVEL, PrivacyLedger
+from fedrec.shared.privacy.report.lifetime import (
+    format_keys,
+    has_runs,
+    runs_problems,
+    runs_text,
+)
 from fedrec.shared.privacy.report.statements import across_devices_statement, empirical_statement, guarantee_statement
 
 Status = Literal["pass", "fail", "warn", "skip"]
@@ -121,12 +127,17 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
         components = [gaussian_components(e.event) for e in ledger]
     except (LedgerError, UnsupportedMechanism) as e:
         return [f("ledger.parse", False, f"{e} (other checks of this section skipped)")]
-    out = [f("ledger.parse", True, f"{len(ledger)} {ledger.kind} entries, rounds "
-                                   f"{format_rounds(ledger.rounds())}, adjacency {ledger.adjacency}")]
+    keys = ledger.round_keys()
+    out = [f("ledger.parse", True, f"{len(ledger)} {ledger.kind} entries, {format_keys(keys)}, adjacency "
+                                   f"{ledger.adjacency}")]
     declared = {r["name"]: r for r in g.get("releases") or []}
     # entries of a declared round-0 release are checked against its declaration; the rest against the mechanism
     is_release = [str(e.metadata.get("release", "")) in declared for e in ledger]
     flat = [c for comps, rel in zip(components, is_release, strict=True) if not rel for c in comps]
+    last_run = ledger.runs()[-1] if has_runs(ledger) else None
+    # what the declared mechanism and sampling describe: the last run's entries (all without runs), releases aside
+    current = [c for e, comps, rel in zip(ledger, components, is_release, strict=True)
+               if not rel and (last_run is None or e.run == last_run) for c in comps]
     mech, samp, comp, acc = g["mechanism"], g["sampling"], g["composition"], g["accounting"]
 
     # -- ledger vs composition
@@ -147,14 +158,18 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
                             f"expected in {len(expected)} rounds; ledger rounds missing: {missing or 'none'}, "
                             f"unexpected: {extra or 'none'}")
     else:
-        if len(rounds) != comp["rounds_run"]:
+        if len(keys) != comp["rounds_run"]:
             problems.append(f"composition.rounds_run is {comp['rounds_run']} but the ledger has entries in "
-                            f"{len(rounds)} rounds ({format_rounds(rounds)})")
+                            f"{len(keys)} rounds ({format_keys(keys)})")
         steps = sum(c.count for c in flat)
         if comp["local_steps"] != steps:
             problems.append(f"composition.local_steps is {comp['local_steps']} but the ledger records {steps} steps")
     out.append(f("ledger.rounds", not problems, "; ".join(problems) or
-                 f"{len(ledger)} releases in {len(rounds)} rounds, as composition declares"))
+                 f"{len(ledger)} releases in {len(keys)} rounds, as composition declares"))
+    if has_runs(ledger) or "runs" in g:  # a device's lifetime: its runs as the ledger records them
+        problems = runs_problems(ledger, g)
+        out.append(f("ledger.runs", not problems, "; ".join(problems[:5]) or
+                     f"{len(g['runs'])} runs listed as the ledger records them: {runs_text(g['runs'])}"))
 
     # -- metadata vs events
     bad = []
@@ -175,14 +190,16 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
     if declared or any(e.metadata.get("release") not in (None, "adapter") for e in ledger):
         out.append(f("releases.declared", *_release_check(ledger, components, declared)))
 
-    # -- noise as configured
-    zs = sorted({c.noise_multiplier for c in flat})
+    # -- noise as configured (with runs: the current run's releases; earlier runs are checked by ledger.runs)
+    zs = sorted({c.noise_multiplier for c in current})
+    which = f"run {ledger.runs()[-1]!r}'s releases" if has_runs(ledger) else "the ledger's releases"
     ok = (bool(zs) or any(is_release)) and all(math.isclose(z, mech["noise_multiplier"], rel_tol=1e-12) for z in zs)
-    out.append(f("mechanism.noise", ok, f"every release used z = {mech['noise_multiplier']}" if ok else
-                 f"mechanism.noise_multiplier is {mech['noise_multiplier']} but the ledger's releases used z in {zs}"))
+    out.append(f("mechanism.noise", ok, f"every release used z = {mech['noise_multiplier']}" if ok and not
+                 has_runs(ledger) else f"{which} used z = {mech['noise_multiplier']}" if ok else
+                 f"mechanism.noise_multiplier is {mech['noise_multiplier']} but {which} used z in {zs}"))
 
     # -- sampling as declared
-    qs = sorted({c.sample_rate for c in flat}, key=lambda q: -1.0 if q is None else q)
+    qs = sorted({c.sample_rate for c in current}, key=lambda q: -1.0 if q is None else q)
     problems = []
     if samp["method"] == "poisson":
         if samp["sample_rate"] is None or samp["expected_sample_size"] is None:
@@ -289,10 +306,3 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or not isinstance(a, int | float):
         return False
     return math.isclose(a, b, rel_tol=1e-12)
-
-
-def format_rounds(rounds: list[int]) -> str:
-    """Rounds for a message: "1..8" when consecutive, else the list; "none" when empty."""
-    if not rounds:
-        return "none"
-    return f"{rounds[0]}..{rounds[-1]}" if rounds == list(range(rounds[0], rounds[-1] + 1)) else str(rounds)

@@ -64,6 +64,10 @@ def empirical_rows(report: Mapping[str, Any]) -> list[list[str]]:
 
 def title(report: Mapping[str, Any]) -> str:
     if report["report_type"] == "device":
+        runs = (report.get("record_level") or {}).get("runs")
+        if runs:
+            return (f"Privacy report: device {report['device_id']}, lifetime over {len(runs)} run"
+                    f"{'s' if len(runs) != 1 else ''} (current run {report['run_id']})")
         return f"Privacy report: device {report['device_id']} in run {report['run_id']}"
     return f"Privacy report: run {report['run_id']}"
 
@@ -74,13 +78,15 @@ def signer(report: Mapping[str, Any]) -> str:
 
 
 def ledger_rows(section: Mapping[str, Any]) -> list[dict[str, str]]:
-    """One row per release: round, kind, z, q (or "none"), count (steps or 1) and the metadata."""
+    """One row per release: round ("run/round" in a lifetime ledger), kind, z, q (or "none"), count (steps or 1)
+    and the metadata."""
     rows = []
     for entry in PrivacyLedger.from_json(section["ledger"]):
         for z, q, count in gaussian_components(entry.event):
             meta = ", ".join(f"{k}={v}" for k, v in sorted(entry.metadata.items())
                              if k not in ("noise_multiplier", "sample_rate", "steps"))
-            rows.append({"round": str(entry.round), "kind": entry.kind, "z": f"{z:g}",
+            rows.append({"round": f"{entry.run}/{entry.round}" if entry.run else str(entry.round), "kind": entry.kind,
+                         "z": f"{z:g}",
                          "q": "none" if q is None else f"{q:.6g}", "count": str(count), "metadata": meta})
     return rows
 
@@ -133,7 +139,8 @@ def plot_epsilon_png(report: Mapping[str, Any]) -> bytes | None:
     curve_accountants = sorted({g["epsilon_by_round"]["accountant"] for _, g in sections})
     for label, g in sections:
         curve, acc = g["epsilon_by_round"], g["accounting"]
-        xs = [p["round"] for p in curve["points"]]
+        lifetime = any("run" in p for p in curve["points"])  # a device's lifetime spans runs: number its rounds
+        xs = list(range(1, len(curve["points"]) + 1)) if lifetime else [p["round"] for p in curve["points"]]
         ys = [p["epsilon"] for p in curve["points"]]
         ax.plot(xs, ys, marker="o" if len(xs) <= 40 else None, markersize=3,
                 label=f"{label.split()[0]} ε after each round ({curve['accountant']})")
@@ -143,7 +150,7 @@ def plot_epsilon_png(report: Mapping[str, Any]) -> bytes | None:
             ax.scatter([xs[-1]], [c["epsilon"]], marker="x", s=50, zorder=3,
                        label=f"cross-check ε = {c['epsilon']:.4g} ({c['accountant']})")
         top = max(top, *ys, acc["epsilon"], *(c["epsilon"] for c in acc["cross_check"]))
-    ax.set_xlabel("round")
+    ax.set_xlabel("round this device trained in, over all its runs" if lifetime else "round")
     ax.set_ylabel(f"ε (upper bound, {' / '.join(curve_accountants)} accountant)")
     ax.set_ylim(0, top * 1.15 or 1.0)
     ax.grid(True, alpha=0.3)

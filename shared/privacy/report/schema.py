@@ -9,9 +9,11 @@ local $ref) and produce errors that name the field, the expectation and the valu
 
 Compatibility: a report's ``schema_version`` is 1 for this schema. Fields are never removed or given a new
 meaning; adding an optional field bumps the version, and readers accept every version they know. A reader
-refuses a version newer than it knows. One exception, kept at version 1 on purpose: the optional top-level
-``empirical_audit`` (run reports of audited runs). Reports without it are byte-for-byte what they were; a
-fedrec from before it refuses a report that has it ("unknown field"), which is the safe failure.
+refuses a version newer than it knows. Two exceptions, kept at version 1 on purpose: the optional top-level
+``empirical_audit`` (run reports of audited runs), and a device's lifetime (a guarantee's ``runs``, a curve
+point's ``run``, a ledger entry's ``run`` and ``release``: `fedrec.shared.privacy.report.lifetime`). Reports
+without them are byte-for-byte what they were; a fedrec from before them refuses a report that has them
+("unknown field"), which is the safe failure.
 """
 
 from __future__ import annotations
@@ -54,8 +56,13 @@ _LEDGER = _obj({
     "entries": {"type": "array", "items": _obj(
         {"round": _INT0, "kind": {"enum": ["user-level release", "local DP-SGD"]},
          "event": {"type": "object", "required": ["dp_event"]}},
-        {"metadata": _OBJ})},
+        {"metadata": _OBJ, "run": _TEXT, "release": _INT0})},  # run, release: ledger version 2 (lifetime)
 })
+
+# Optional (device reports with a lifetime ledger, `fedrec.shared.privacy.report.lifetime`): the runs it spans.
+_RUN = _obj({"run_id": _TEXT, "rounds": {"type": "array", "items": _INT0}, "releases": _INT0, "local_steps": _INT0,
+             "noise_multipliers": {"type": "array", "items": _EPS},
+             "sample_rates": {"type": "array", "items": _EPS}, "epsilon_after": _EPS})
 
 _GUARANTEE = _obj({
     "statement": _TEXT,
@@ -96,13 +103,14 @@ _GUARANTEE = _obj({
     "epsilon_by_round": _obj({
         "accountant": _TEXT,
         "accountant_settings": _OBJ,
-        "points": {"type": "array", "items": _obj({"round": _INT0, "epsilon": _EPS})},
+        "points": {"type": "array", "items": _obj({"round": _INT0, "epsilon": _EPS}, {"run": _TEXT})},
     }),
     "ledger": _LEDGER,
 }, {
     "releases": {"type": "array", "items": _obj({
         "name": _TEXT, "noise_multiplier": {"type": "number", "exclusiveMinimum": 0},
         "sensitivity": {"type": "number", "exclusiveMinimum": 0}, "description": _TEXT, "participation": _TEXT})},
+    "runs": {"type": "array", "items": _RUN},
 })
 
 _ACROSS_DEVICES = _obj({

@@ -12,6 +12,7 @@ from typing import Any
 
 from fedrec.shared.privacy.accountants import ACCOUNTANTS
 from fedrec.shared.privacy.ledger import USER_LEVEL
+from fedrec.shared.privacy.report.lifetime import runs_text
 
 # The default texts of a guarantee section, each of which `GuaranteeInputs` can override: how failed rounds are
 # counted, the privacy unit and its contribution bound.
@@ -81,6 +82,9 @@ def guarantee_statement(level: str, g: Mapping[str, Any], scope: Mapping[str, An
         else:
             sampling = f"no amplification by sampling is claimed ({samp['population']} slots)"
         span = f"{comp['local_steps']} DP-SGD steps in the {comp['rounds_run']} rounds this device trained in"
+        if g.get("runs"):  # a lifetime ledger: epsilon covers every run the device took part in
+            span += (f", over its lifetime: {len(g['runs'])} run{'s' if len(g['runs']) != 1 else ''} ("
+                     f"{runs_text(g['runs'])}; the mechanism above is the current run's)")
         extra = (" This is not a user-level guarantee: it does not bound what the updates reveal about this "
                  "user's listening history as a whole.")
     adjacency = {"add_or_remove_one": f"adding or removing one {unit_word}",

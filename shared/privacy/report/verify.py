@@ -11,10 +11,12 @@ The checks, per guarantee section (``user_level`` or ``record_level``):
 ``ledger.parse``       the ledger decodes (allow-listed DpEvents only) and holds the section's guarantee.
 ``ledger.rounds``      releases and rounds in the ledger match ``composition`` (rounds run, rounds without a
                        release, local steps): a removed or added entry shows up here.
+``ledger.runs``        a device's lifetime ledger (entries keyed by run): the section's ``runs`` are the
+                       ledger's runs with their rounds, releases, steps, noise, sample rates and curve epsilon.
 ``ledger.metadata``    each entry's metadata (noise multiplier, sample rate, steps) matches its event.
-``mechanism.noise``    every release used the declared noise multiplier ("noise as configured").
-``sampling.declared``  the ledger's events have the declared sampling (Poisson at rate q, or none) and
-                       q = expected sample size / population.
+``mechanism.noise``    every release (with runs: of the current run) used the declared noise multiplier.
+``sampling.declared``  the ledger's events (with runs: the current run's) have the declared sampling (Poisson
+                       at rate q, or none) and q = expected sample size / population.
 ``delta.population``   delta < 1/N (user-level: N users; record-level: N = the device's K example slots).
 ``epsilon.recompute``  the reported epsilon, recomputed from the ledger with the declared accountant and settings.
 ``epsilon.cross_check`` every cross-check figure in the report, recomputed.
@@ -51,8 +53,9 @@ from fedrec.shared.privacy.errors import (
     UnknownAccountant,
 )
 from fedrec.shared.privacy.ledger import PrivacyLedger
-from fedrec.shared.privacy.report.consistency import Finding, format_rounds, report_findings
+from fedrec.shared.privacy.report.consistency import Finding, report_findings
 from fedrec.shared.privacy.report.document import loads_strict, validate_report
+from fedrec.shared.privacy.report.lifetime import format_keys, point_key
 from fedrec.shared.privacy.report.signing import verify_signature
 
 # Relative tolerance of a recomputation with the same accountant: dp-accounting is deterministic (1e-6 leaves
@@ -196,14 +199,14 @@ def _epsilon_findings(name: str, ledger: PrivacyLedger, g: Mapping[str, Any]) ->
     try:
         acc_c = make_accountant(curve["accountant"], adjacency=ledger.adjacency,
                                 settings=curve["accountant_settings"])
-        rounds = ledger.rounds()
-        values = acc_c.cumulative_epsilons([[e.event for e in ledger if e.round == r] for r in rounds],
+        keys = ledger.round_keys()  # (run, round): a device's lifetime ledger spans runs
+        values = acc_c.cumulative_epsilons([[e.event for e in ledger if (e.run, e.round) == k] for k in keys],
                                            delta=delta)
         tol = RECOMPUTE_RTOL[acc_c.method]
         problems = []
-        if [p["round"] for p in points] != rounds:
-            problems.append(f"curve rounds {format_rounds([p['round'] for p in points])} are not the ledger's rounds "
-                            f"{format_rounds(rounds)}")
+        if [point_key(p) for p in points] != keys:
+            problems.append(f"curve rounds {format_keys([point_key(p) for p in points])} are not the ledger's "
+                            f"rounds {format_keys(keys)}")
         else:
             problems += [f"round {p['round']}: reported {p['epsilon']!r}, recomputed {v!r}"
                          for p, v in zip(points, values, strict=True)

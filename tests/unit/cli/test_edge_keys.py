@@ -13,6 +13,8 @@ import sys
 import textwrap
 import threading
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from typer.testing import CliRunner
 
 from fedrec.cli.main import app as cli
-from fedrec.client.launch import ClientError, ClientPlan, check, node_config, prepare
+from fedrec.client.launch import ClientError, ClientPlan, check, node_config, prepare, wait_for_superlink
 from fedrec.server.app_files import COMPONENTS, run_settings, write_app, write_run_config
 from fedrec.server.nodes import public_keys
 from fedrec.server.superlink import connect_address, write_connection
@@ -100,12 +102,12 @@ def test_a_tls_client_trusting_only_the_ca_accepts_the_server(certs: Path, name:
         thread.join(timeout=10)
 
 
-def test_a_tls_client_refuses_a_name_the_certificate_lacks(certs: Path) -> None:
+@contextmanager
+def _tls_server_once(certs: Path) -> Iterator[int]:
+    """A TLS server on loopback with `certs`' server certificate that answers one handshake; yields its port."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(certs / SERVER_CERT, certs / SERVER_KEY)
-    client_ctx = ssl.create_default_context(cafile=str(certs / CA_CERT))
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
 
         def serve() -> None:
             conn, _ = listener.accept()
@@ -116,10 +118,15 @@ def test_a_tls_client_refuses_a_name_the_certificate_lacks(certs: Path) -> None:
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            with pytest.raises(ssl.SSLCertVerificationError):
-                client_ctx.wrap_socket(raw, server_hostname="elsewhere.example")
+        yield listener.getsockname()[1]
         thread.join(timeout=10)
+
+
+def test_a_tls_client_refuses_a_name_the_certificate_lacks(certs: Path) -> None:
+    client_ctx = ssl.create_default_context(cafile=str(certs / CA_CERT))
+    with _tls_server_once(certs) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client_ctx.wrap_socket(raw, server_hostname="elsewhere.example")
 
 
 def test_node_keys_are_what_flwr_loads(tmp_path: Path) -> None:
@@ -255,17 +262,66 @@ def test_node_config_reaches_flower_unchanged(certs: Path, tmp_path: Path) -> No
         "data-path": str(plan.data.resolve()), "state-dir": str(plan.state_dir.resolve()), "user": 'o"neil',
         "device-id": "phone 1", "record-epsilon-max": 4.0}
     assert _mode(plan.state_dir) == 0o700 and flwr_home.is_dir()
-    assert check(plan) == node_fingerprint(plan.key)
+    plan.data.write_text('user,item\n"o""neil",a\n"o""neil",b\n')
+    assert check(plan) == (node_fingerprint(plan.key), f"history {plan.data}: user 'o\"neil', 2 rows, 2 items")
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"superlink": "localhost"}, "HOST:PORT"),
-    ({"data": Path("/nonexistent/history.csv")}, "no such file"),
+    ({"superlink": "localhost:99999"}, "HOST:PORT"),
     ({"epsilon_max": -1.0}, "must be >= 0"),
+    ({"connect_timeout": 0.0}, "connect-timeout"),
 ])
 def test_a_device_plan_that_cannot_work_is_refused(certs: Path, tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(ClientError, match=message):
         check(_plan(tmp_path, certs, **change))
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("user,item,weight\nme,a,3\nme,b,lots\n", ":3: "),  # a bad weight on line 3
+    ("user,artist\nme,a\n", ":1: "),  # no item column
+    ("user,item\nme,a\nyou,b\n", "holds 2 users"),  # several users, no --user
+    (None, "no such file"),
+])
+def test_client_command_reads_the_whole_history_before_connecting(certs: Path, tmp_path: Path, text, where) -> None:
+    """A malformed history is refused at start (exit 2) naming the file and the line; nothing connects, nothing
+    is written (the SuperLink address here answers nothing, so reaching it would fail differently)."""
+    plan = _plan(tmp_path, certs)
+    if text is None:
+        plan.data.unlink()
+    else:
+        plan.data.write_text(text)
+    result = runner.invoke(cli, ["client", "--superlink", plan.superlink, "--data", str(plan.data), "--state-dir",
+                                 str(plan.state_dir), "--root-cert", str(plan.root_cert), "--key", str(plan.key),
+                                 "--connect-timeout", "1"], terminal_width=300)
+    assert result.exit_code == 2, result.output
+    output = result.output.replace("\n", "")  # rich wraps long lines
+    assert f"{plan.data}" in output and where in output
+    assert not plan.state_dir.exists()
+
+
+def test_client_command_gives_up_on_an_unreachable_superlink_naming_the_address(certs: Path, tmp_path: Path) -> None:
+    """Nothing listens on the port: after --connect-timeout the device stops with the address it tried (exit 1);
+    the SuperNode was never started."""
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]  # free now, closed below: nothing listens there
+    plan = _plan(tmp_path, certs, superlink=f"127.0.0.1:{port}")
+    result = runner.invoke(cli, ["client", "--superlink", plan.superlink, "--data", str(plan.data), "--state-dir",
+                                 str(plan.state_dir), "--root-cert", str(plan.root_cert), "--key", str(plan.key),
+                                 "--connect-timeout", "3"], terminal_width=300)
+    assert result.exit_code == 1, result.output
+    assert f"could not reach the SuperLink at 127.0.0.1:{port} within 3 s" in result.output
+    assert not (plan.state_dir / "supernode" / "supernode.log").exists()
+
+
+def test_a_server_whose_certificate_the_ca_does_not_verify_is_refused_at_once(certs: Path, tmp_path: Path) -> None:
+    """Another federation's server (a TLS server with a certificate of another CA) is an error without retrying."""
+    other = tmp_path / "other-ca"
+    make_certificates(other)
+    with _tls_server_once(other) as port:
+        plan = _plan(tmp_path, certs, superlink=f"127.0.0.1:{port}", connect_timeout=60.0)
+        with pytest.raises(ClientError, match="does not verify"):
+            wait_for_superlink(plan)
 
 
 def test_client_command_refuses_a_bad_key_before_starting_anything(certs: Path, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ server sends the public catalog over Flower, rounds are answered once per (run, 
 
 from __future__ import annotations
 
-import csv
 import json
 import stat
 from pathlib import Path
@@ -21,50 +20,17 @@ from fedrec.server.deployment import start_deployment
 from fedrec.server.federation import messages, run_federation
 from fedrec.server.secure_aggregation import SecureRound
 from fedrec.shared.config import ConfigError, RunConfig
-from fedrec.shared.data.synthetic import make_synthetic
-from fedrec.shared.data.types import Catalog, UserHistory
+from fedrec.shared.data.types import Catalog
 from fedrec.shared.model.build import build_model
 from fedrec.shared.model.recommender import trainable_state
 from fedrec.shared.privacy.keys import fingerprint, load_private_key
 from fedrec.shared.privacy.ledger import PrivacyLedger
 from fedrec.shared.protocol import device_error_reason, record_to_state
-from fedrec.shared.run_dir import read_adapter, write_catalog
+from fedrec.shared.run_dir import read_adapter
 from fedrec.simulations.inprocess import InProcessGrid
 
 runner = CliRunner()
 USERS = 3
-
-
-def _write_history(path: Path, catalog: Catalog, users: list[UserHistory]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["user", "item", "weight"])
-        for u in users:
-            w.writerows([u.user_id, catalog.item_ids[int(i)], float(x)] for i, x in zip(u.items, u.weights,
-                                                                                          strict=True))
-    return path
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dict:
-    """A public catalog.json, three devices' history files (the third holds two users) and a run config."""
-    root = tmp_path_factory.mktemp("deployed")
-    ds = make_synthetic(num_users=USERS + 1, num_items=40, seed=2)
-    write_catalog(root / "public", ds.catalog)
-    files = [_write_history(root / f"history-{i}.csv", ds.catalog, [ds.users[i]]) for i in range(USERS - 1)]
-    files.append(_write_history(root / "shared-history.csv", ds.catalog, ds.users[USERS - 1:]))  # two users
-    nodes = [{"data-path": str(f), "state-dir": str(root / f"device-{i}")} for i, f in enumerate(files)]
-    nodes[0]["device-id"] = "alice-phone"
-    nodes[-1]["user"] = ds.users[USERS - 1].user_id
-    cfg = RunConfig.from_mapping({"model.name": str(tiny_llama_dir),
-                                  "data.source": str(root / "public" / "catalog.json"), "run.deployment_nodes": USERS,
-                                  "run.rounds": 2, "run.clients_per_round": USERS, "eval.every": 1,
-                                  "record_dp.enabled": True, "secagg.enabled": True, "user_dp.enabled": True,
-                                  "run.client_sampling": "poisson", "user_dp.clip_norm": 0.5, "user_dp.delta": 1e-3,
-                                  "train.bias_learning_rate": 0.5, "record_dp.accountant": "rdp",
-                                  "record_dp.expected_batch": 8, "model.history_tokens": 32,
-                                  "run.dir": str(root / "runs"), "run.name": "deployed"})  # small: 2 DP steps a round
-    return {"root": root, "catalog": ds.catalog, "nodes": nodes, "cfg": cfg, "users": ds.users}
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,52 @@ def test_a_ledger_holds_one_guarantee_and_rounds_never_go_back():
     assert len(ledger) == 1 and ledger.rounds() == [3]
 
 
+def _dpsgd(ledger: PrivacyLedger, run: str, rnd: int, release: int = 0) -> None:
+    ledger.record_local_dpsgd(round=rnd, run=run, release=release, noise_multiplier=1.0, sample_rate=0.25, steps=4)
+
+
+def test_a_lifetime_ledger_keys_entries_by_run_round_and_release():
+    """(run, round, release) is charged once; rounds go back only in a new run; a run once left is closed."""
+    # Prepare: run A rounds 1-2, then run B starts again at round 1 (a device's second run)
+    ledger = PrivacyLedger(guarantee="record-level", subject="phone")
+    _dpsgd(ledger, "A", 1)
+    _dpsgd(ledger, "A", 2)
+    _dpsgd(ledger, "B", 1)
+    _dpsgd(ledger, "B", 1, release=1)  # a second release in the same round needs its own index
+    # Execute / Assert
+    with pytest.raises(LedgerError, match="already in the ledger"):
+        _dpsgd(ledger, "B", 1)  # re-delivered: never charged twice
+    with pytest.raises(LedgerError, match="rounds never go back"):
+        _dpsgd(ledger, "B", 0)
+    with pytest.raises(LedgerError, match="run 'A' was followed by run 'B'"):
+        _dpsgd(ledger, "A", 3)
+    with pytest.raises(LedgerError, match="already in the ledger"):
+        ledger.check_next(run="A", round=2)  # what a device asks before it trains
+    ledger.check_next(run="B", round=2)
+    ledger.check_next(run="C", round=1)
+    assert ledger.round_keys() == [("A", 1), ("A", 2), ("B", 1)] and ledger.runs() == ["A", "B"]
+    assert [e.key for e in ledger] == [("A", 1, 0), ("A", 2, 0), ("B", 1, 0), ("B", 1, 1)]
+    assert PrivacyLedger.loads(ledger.dumps()) == ledger and ledger.to_json()["version"] == 2
+
+
+def test_a_ledger_without_runs_is_written_as_version_1_exactly_as_before():
+    """The server's user-level ledger and old device ledgers: no run fields, version 1, releases by position."""
+    # Prepare
+    ledger = PrivacyLedger(guarantee="user-level", subject="run")
+    ledger.record_user_level_release(round=1, noise_multiplier=1.0, sample_rate=None)
+    ledger.record_user_level_release(round=1, noise_multiplier=1.0, sample_rate=None)
+    # Execute
+    obj = ledger.to_json()
+    # Assert
+    assert obj["version"] == 1 and all(set(e) == {"round", "kind", "event", "metadata"} for e in obj["entries"])
+    assert [e.key for e in PrivacyLedger.from_json(obj)] == [("", 1, 0), ("", 1, 1)]
+    obj["entries"][0]["run"] = "A"  # a version-1 file never holds the version-2 fields
+    with pytest.raises(LedgerError, match="version >= 2"):
+        PrivacyLedger.from_json(obj)
+    with pytest.raises(LedgerError, match="release index needs a run id"):
+        ledger.append(round=2, event=dpfedavg_event(noise_multiplier=1.0, sample_rate=None), release=1)
+
+
 def test_save_is_atomic_and_resume_continues_the_same_ledger(tmp_path: Path):
     """After a crash between rounds, load_or_create gives back every entry; appending continues the ledger."""
     # Prepare
