@@ -50,6 +50,7 @@ from fedrec.server.node_order import NodeOrder, order_nodes
 from fedrec.server.privacy_report import write_run_report
 from fedrec.server.release import DpFedAvgRelease, MeanRelease, Release, apply_update
 from fedrec.server.round import PlainCollector, RoundOutcome, train_round
+from fedrec.server.run_outputs import close_run, epsilon_so_far
 from fedrec.server.sampling import Sampler
 from fedrec.server.secure_aggregation import SecureCollector
 from fedrec.shared.config import RunConfig
@@ -312,8 +313,9 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         if fed.evaluate_now(server_round):
             outcome.row.update(evaluate(grid, fed, server_round, outcome.client_rows))
         fed.commit(outcome, server_round, t0)
-        emit("round", outcome.row)
+        emit("round", {**outcome.row, **epsilon_so_far(fed)})  # progress only, not in the published rows
     fed.finish()
+    close_run(fed)  # summary.json (a failed run says so) and the PEFT export in <run>/model (server.run_outputs)
     if fed.succeeded == 0:
         raise AllRoundsFailed(f"all {fed.cfg.run.rounds} rounds failed; see {fed.run / 'clients.csv'}")
     emit("done", {"run_dir": str(fed.run), "rounds": fed.rounds})

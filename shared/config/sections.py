@@ -21,7 +21,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedrec.shared.domain import DOMAINS
 from fedrec.shared.errors import ConfigError
+
+#: `data.format` values: "" (detect) and the readers of `fedrec.shared.data.load.FORMATS` (a test keeps them equal)
+DATA_FORMATS = ("", "synthetic", "hetrec", "lastfm1k", "listenbrainz", "csv")
+#: `data.holdout` values (`fedrec.shared.data.split.split_users`)
+HOLDOUTS = ("test+validation", "none")
 
 
 def setting(default: Any, help: str, *, old: str = "", server_only: bool = False) -> Any:  # noqa: A002
@@ -48,10 +54,18 @@ class DataConfig(Section):
     """Which users and items: the data set and its per-user test/validation split."""
 
     NAME = "data"
-    source: str = setting("synthetic:users=200,items=600",
+    source: str = setting("synthetic:users=auto,items=600",
                           "data set: synthetic[:users=N,items=M,seed=S], a HetRec folder or a history file "
-                          "(.tsv Last.fm-1K, .jsonl ListenBrainz, .csv); a deployed server names its public catalog",
+                          "(.tsv, .jsonl ListenBrainz, .csv); a deployed server names its public catalog. "
+                          "users=auto: one synthetic user per SuperNode (flwr run), 200 in fedrec simulate",
                           old="data")
+    format: str = setting("", "format of data.source: '' = detect (folder, suffix, a .tsv's columns), or synthetic, "
+                              "hetrec, lastfm1k, listenbrainz, csv")
+    domain: str = setting("music", "what the items are: music, movies, books, products or generic (prompt "
+                                   "wording and CLI nouns; music keeps the 'Listening history:' prompt)")
+    holdout: str = setting("test+validation", "per-user split: 'test+validation' holds out one test and one "
+                                              "validation item per user; 'none' trains on every item (nothing is "
+                                              "evaluated)")
     item_metadata: str = setting("", "item metadata CSV (item,name[,tags]) for a CSV data set", old="item-metadata")
     max_users: int = setting(0, "use the first N users only (0 = all)", old="max-users")
     split_seed: int = setting(0, "seed of the per-user test/validation split", old="split-seed")
@@ -60,6 +74,9 @@ class DataConfig(Section):
     def __post_init__(self) -> None:
         self._check(self.max_users >= 0, "max_users", "must be >= 0")
         self._check(self.min_interactions >= 3, "min_interactions", "must be >= 3 (test + validation + train)")
+        self._check(self.format in DATA_FORMATS, "format", f"must be one of {', '.join(map(repr, DATA_FORMATS))}")
+        self._check(self.domain in DOMAINS, "domain", f"must be one of {', '.join(DOMAINS)}")
+        self._check(self.holdout in HOLDOUTS, "holdout", f"must be one of {', '.join(HOLDOUTS)}")
 
 
 @dataclass(frozen=True)
@@ -77,8 +94,9 @@ class ModelConfig(Section):
     temperature: float = setting(0.05, "softmax temperature on cosine scores", old="temperature")
     history_tokens: int = setting(64, "token budget of the history prompt", old="history-tokens")
     item_tokens: int = setting(32, "token budget of an item text", old="item-tokens")
-    history_order: str = setting("weight", "'weight' (most played first) or 'recent'", old="history-order")
-    prompt_tags: int = setting(1, "public tags shown after each artist in the prompt", old="prompt-tags")
+    history_order: str = setting("weight", "'weight' (largest weight first: plays, ratings) or 'recent'",
+                                 old="history-order")
+    prompt_tags: int = setting(1, "public tags shown after each item in the prompt", old="prompt-tags")
     item_tower: str = setting("frozen", "'frozen' cached catalog table + full softmax, or 'shared-lora'",
                               old="item-tower")
 

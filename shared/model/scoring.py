@@ -1,19 +1,26 @@
-"""Scores over the whole catalog for history prompts: what evaluation, recommendation and the audit rank with."""
+"""Scores over the whole catalog for histories: the one place evaluation, recommendation, `fedrec score`, the
+Python API (`fedrec.shared.api`) and the benchmarks rank with.
+
+`score_histories` is the entry point: histories in, one row of scores over the catalog per history out. Whatever
+the recommender becomes (more components, another scorer), callers keep calling it and follow.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
-from fedrec.shared.data.types import Catalog
+from fedrec.shared.data.types import Catalog, UserHistory
 from fedrec.shared.model.build import catalog_key
 from fedrec.shared.model.catalog_table import catalog_texts, encode_texts
 from fedrec.shared.model.recommender import Recommender
-from fedrec.shared.train.examples import evaluation_prompt, tokenize
+from fedrec.shared.progress import task
+from fedrec.shared.train.examples import evaluation_prompt, prompt_prefix, tokenize
 
 #: The score given to items a ranking must skip (the user's own history): far below any real score.
 NEG_INF = -1e9
@@ -42,16 +49,39 @@ def prepare_for_scoring(model: Recommender, catalog: Catalog, cfg: RunConfig) ->
 
 @torch.no_grad()
 def score_prompts(model: Recommender, prompts: list[str], cfg: RunConfig, batch_size: int = 64) -> np.ndarray:
-    """(len(prompts), N) scores over the whole catalog."""
+    """(len(prompts), N) scores over the whole catalog (a progress bar when there is more than one batch)."""
     model.eval()
     out = []
-    for start in range(0, len(prompts), batch_size):
-        ids, mask = tokenize(model.backbone.tokenizer, prompts[start : start + batch_size], cfg.model.history_tokens)
-        dev = model.catalog.device
-        out.append(model(ids.to(dev), mask.to(dev)).float().cpu().numpy())
+    with task("scoring histories", total=len(prompts) if len(prompts) > batch_size else None) as bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            ids, mask = tokenize(model.backbone.tokenizer, chunk, cfg.model.history_tokens)
+            dev = model.catalog.device
+            out.append(model(ids.to(dev), mask.to(dev)).float().cpu().numpy())
+            bar.advance(len(chunk))
     return np.concatenate(out) if out else np.zeros((0, model.catalog.shape[0]), dtype=np.float32)
 
 
-def score_users(model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig) -> np.ndarray:
-    prompts = [evaluation_prompt(s, catalog, cfg.model.history_order, cfg.model.prompt_tags) for s in splits]
+def _as_split(history: UserHistory | UserSplit) -> UserSplit:
+    """A history to score as the training part of a split (a split's held-out items never enter the prompt)."""
+    if isinstance(history, UserSplit):
+        return history
+    return UserSplit(history.user_id, history.items, history.weights, None, None, history.timestamps)
+
+
+def score_histories(model: Recommender, cfg: RunConfig, catalog: Catalog,
+                    histories: Sequence[UserHistory | UserSplit]) -> np.ndarray:
+    """(len(histories), N) scores over the whole catalog, one row per history: THE scoring entry point.
+
+    A `UserHistory` is scored on all its items; a `UserSplit` on its training items only. Items already in a
+    history are not removed here: callers that rank for a user exclude them (`fedrec.shared.metrics`).
+    """
+    prefix = prompt_prefix(cfg)
+    prompts = [evaluation_prompt(_as_split(h), catalog, cfg.model.history_order, cfg.model.prompt_tags, prefix)
+               for h in histories]
     return score_prompts(model, prompts, cfg)
+
+
+def score_users(model: Recommender, splits: list[UserSplit], catalog: Catalog, cfg: RunConfig) -> np.ndarray:
+    """`score_histories` for the training part of each split (the evaluation's call)."""
+    return score_histories(model, cfg, catalog, splits)
