@@ -20,6 +20,7 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_P
     os.environ.setdefault(_k, _v)
 
 console = Console(emoji=False)  # ":cd:" in a hex fingerprint must not become an emoji
+err_console = Console(emoji=False, stderr=True)  # messages beside a JSON document on stdout
 FORMATS = ("text", "json")
 
 OutputFormat = Annotated[str, typer.Option("--format", help="output: 'text' (tables) or 'json' (one document on "

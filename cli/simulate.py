@@ -15,7 +15,17 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from fedrec.cli.common import DataFormat, OutputFormat, Quiet, check_format, console, fail, overrides, print_json
+from fedrec.cli.common import (
+    DataFormat,
+    OutputFormat,
+    Quiet,
+    check_format,
+    console,
+    err_console,
+    fail,
+    overrides,
+    print_json,
+)
 from fedrec.shared.config import RunConfig
 
 _DEFAULTS = RunConfig()
@@ -122,8 +132,8 @@ def simulate(
         summary = _failed_summary(display.run_dir)
         if as_json and summary is not None:
             print_json(summary)
-        console.print(f"[red]simulation failed:[/red] {type(e).__name__}: {escape(str(e))}",
-                      stderr=as_json)
+        (err_console if as_json else console).print(f"[red]simulation failed:[/red] {type(e).__name__}: "
+                                                    f"{escape(str(e))}", highlight=False)
         raise typer.Exit(1) from None
     finish(run, time.perf_counter() - started, as_json=as_json)
 

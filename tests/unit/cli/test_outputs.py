@@ -116,3 +116,17 @@ def test_help_shows_the_real_defaults() -> None:
     assert f"federated rounds [default: ({cfg.run.rounds})]" in text
     assert f"clients sampled per round [default: ({cfg.run.clients_per_round})]" in text
     assert "[default: 0]" not in text
+
+
+def test_a_run_whose_rounds_all_failed_exits_1_with_a_failed_summary(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """Every device declines (a record-level budget no round fits): exit 1, and the JSON on stdout is the run's
+    summary with status `failed` and nothing released; the error goes to stderr."""
+    result = runner.invoke(app, ["simulate", "--engine", "inprocess", "--data", "synthetic:users=4,items=40,seed=1",
+                                 "--model", str(tiny_llama_dir), "--rounds", "2", "--clients-per-round", "3",
+                                 "-s", "record_dp.enabled=true", "-s", "record_dp.epsilon_max=0.001",
+                                 "--run-dir", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    validate(doc, schemas()["summary"], root="summary")
+    assert doc["status"] == "failed" and doc["rounds"]["released"] == 0 and doc["adapter"] is None
+    assert "AllRoundsFailed" in result.stderr
