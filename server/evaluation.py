@@ -2,7 +2,8 @@
 returns metric sums; the server only adds them up.
 
 Every `eval.every` rounds a sample of `eval.fraction` of the users' devices is asked (audit canary clients never
-are); after the last round `eval.fraction_final` of them (every user by default). The sample comes from
+are); after the last round `eval.fraction_final` of them (every user by default). With `data.holdout = none` no
+device holds an item out, so nobody is asked. The sample comes from
 `default_rng([seed, 1, round])`: public and reproducible, like the non-secret training sample.
 """
 
@@ -29,6 +30,8 @@ def evaluate(grid: Grid, fed: Federation, server_round: int, client_rows: list[d
     appends one client row per evaluated device to `client_rows`."""
     t0 = time.perf_counter()
     cfg = fed.cfg
+    if cfg.data.holdout == "none":  # nothing held out: no device could rank a test item
+        return {}
     rng = np.random.default_rng([cfg.run.seed, 1, server_round])
     # a sample every `eval.every` rounds keeps evaluation from dominating; the final one covers every user
     fraction = cfg.eval.fraction_final if server_round == cfg.run.rounds else cfg.eval.fraction

@@ -130,3 +130,31 @@ def test_a_run_whose_rounds_all_failed_exits_1_with_a_failed_summary(tiny_llama_
     validate(doc, schemas()["summary"], root="summary")
     assert doc["status"] == "failed" and doc["rounds"]["released"] == 0 and doc["adapter"] is None
     assert "AllRoundsFailed" in result.stderr
+
+
+def test_recommend_speaks_the_models_domain(tiny_run, tmp_path: Path) -> None:
+    """A films model prints films and "because you watched", not artists."""
+    import shutil
+
+    run, _ = tiny_run
+    films = tmp_path / "films"
+    shutil.copytree(run / "model", films)
+    doc = json.loads((films / "fedrec_config.json").read_text())
+    doc["config"]["data"]["domain"] = "movies"
+    (films / "fedrec_config.json").write_text(json.dumps(doc))
+    history, _ = _history(run, tmp_path)
+    result = runner.invoke(app, ["recommend", "--run", str(films), "--history", str(history)], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert "films in history" in result.output and "because you watched" in result.output
+    assert "artist" not in result.output
+
+
+def test_holdout_none_trains_on_everything_and_evaluates_nobody(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """`--holdout none`: a normal run and export, no evaluation, no baseline (there is no held-out item)."""
+    result = runner.invoke(app, ["simulate", "--engine", "inprocess", "--data", "synthetic:users=4,items=40,seed=1",
+                                 "--model", str(tiny_llama_dir), "--rounds", "1", "--clients-per-round", "2",
+                                 "--holdout", "none", "--run-dir", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "completed" and doc["evaluation"] is None and doc["baselines"] == {}
+    assert doc["export"] == "model"
