@@ -38,7 +38,7 @@ from fedrec.shared.data.split import UserSplit
 from fedrec.shared.metrics import RankingMetrics
 from fedrec.shared.progress import task
 from fedrec.simulations.baselines import als_scorer, popularity_scorer
-from fedrec.simulations.bench_lastfm2k import DEFAULT_DATA, machine
+from fedrec.simulations.bench_lastfm2k import add_run_arguments, machine
 
 CANDIDATES = 20
 RowScores = Callable[[list[UserSplit]], np.ndarray]
@@ -121,10 +121,7 @@ def run_model(run: Path, fed: Federation, base: RunConfig):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--data-format", default="", help="the data's format when its name does not say")
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--clients-per-round", type=int, default=50)
+    add_run_arguments(ap)
     ap.add_argument("--epsilon", type=float, default=8.0, help="user-level target epsilon of the private run")
     ap.add_argument("--run", action="append", default=[], help="LABEL=RUN_DIR: score this finished run (repeatable)")
     ap.add_argument("--skip-training", action="store_true", help="only the baselines and the --run directories")

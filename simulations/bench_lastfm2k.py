@@ -32,6 +32,7 @@ from fedrec.shared.metrics import RankingMetrics
 from fedrec.shared.model.build import build_model, set_global_state
 from fedrec.shared.model.recommender import trainable_state
 from fedrec.shared.model.scoring import score_users
+from fedrec.shared.progress import task
 from fedrec.shared.train.local import train_central
 from fedrec.simulations.baselines import als_scorer, bpr_scorer, evaluate_scorer, popularity_scorer
 
@@ -56,20 +57,27 @@ def evaluate_model(model, cfg: RunConfig, splits, num_items: int, seed: int = 0)
     evaluated = [s for s in splits if s.evaluated]
     total = RankingMetrics(num_items=num_items)
     rng = np.random.default_rng(seed)
-    for start in range(0, len(evaluated), 256):
-        chunk = evaluated[start : start + 256]
-        scores = score_users(model, chunk, load_federation(cfg).catalog, cfg)
-        for s, row in zip(chunk, scores, strict=True):
-            total.add_scores(row, s.test_item, s.train_items, rng=rng)
+    with task("evaluating users", total=len(evaluated)) as bar:
+        for start in range(0, len(evaluated), 256):
+            chunk = evaluated[start : start + 256]
+            scores = score_users(model, chunk, load_federation(cfg).catalog, cfg)
+            for s, row in zip(chunk, scores, strict=True):
+                total.add_scores(row, s.test_item, s.train_items, rng=rng)
+            bar.advance(len(chunk))
     return total.summary()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """--data, --data-format, --rounds, --clients-per-round: what the benchmarks that train a federation share."""
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--data-format", default="", help="the data's format when its name does not say")
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--clients-per-round", type=int, default=50)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(ap)
     ap.add_argument("--central-epochs", type=int, default=2)
     ap.add_argument("--set", "-s", action="append", default=[], help="extra RunConfig KEY=VALUE")
     ap.add_argument("--skip", default="", help="comma list of: baselines,zeroshot,central,federated")
