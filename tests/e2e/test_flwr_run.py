@@ -43,7 +43,7 @@ def _flwr_run(tmp_path: Path, *options: str, timeout: float = 600) -> tuple[Path
     finally:
         _stop_started(flwr_home)
     log = out.stdout + out.stderr
-    runs = sorted((tmp_path / "runs").glob("*")) if (tmp_path / "runs").is_dir() else []
+    runs = sorted(p for p in (tmp_path / "runs").glob("*") if p.is_dir()) if (tmp_path / "runs").is_dir() else []
     assert len(runs) == 1, log[-3000:]
     return runs[0], log
 
