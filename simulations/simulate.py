@@ -5,7 +5,8 @@ clients at a time, and a Ray cluster attached with `ray_address` as many as it h
 Used by `fedrec simulate`; `flwr run .` reaches the same ServerApp/ClientApp. `synthetic:users=auto` (the
 default data) is `AUTO_USERS` users here.
 
-Ctrl-C: the first SIGINT asks the run to stop (`fedrec.shared.progress.request_stop`): the server loop raises
+Ctrl-C: the first SIGINT (or a SIGTERM) asks the run to stop (`fedrec.shared.progress.request_stop`): the server
+loop raises
 `RunInterrupted` at its next poll (a tenth of a second while it waits for clients), the ServerApp ends, Flower
 stops its simulation runtime and shuts Ray down (its actors and processes), and `simulate` raises
 `RunInterrupted`. The checkpoint of the last completed round is untouched, so `--resume` continues the run.
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,21 +146,23 @@ def simulate_inprocess(cfg: RunConfig, on_event: Event | None = None, resume: Pa
 
 @contextlib.contextmanager
 def stop_on_interrupt() -> Iterator[None]:
-    """While inside: the first SIGINT requests a clean stop (see the module docstring), the second is Python's
-    KeyboardInterrupt. Only in the main thread (where signal handlers live); elsewhere nothing changes."""
+    """While inside: the first SIGINT or SIGTERM requests a clean stop (see the module docstring), a second SIGINT
+    is Python's KeyboardInterrupt. Only in the main thread (where signal handlers live); elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     clear_stop()
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def first(signum: int, frame: object) -> None:
         request_stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: stop now
-        print("\nstopping after the current step (Ctrl-C again to stop at once) ...", flush=True)
+        print("\nstopping after the current step (Ctrl-C again to stop at once) ...", file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGINT, first)
+    for sig in previous:
+        signal.signal(sig, first)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
