@@ -158,3 +158,12 @@ def test_holdout_none_trains_on_everything_and_evaluates_nobody(tiny_llama_dir: 
     doc = json.loads(result.stdout)
     assert doc["status"] == "completed" and doc["evaluation"] is None and doc["baselines"] == {}
     assert doc["export"] == "model"
+
+
+def test_server_help_shows_the_settings_defaults() -> None:
+    """`fedrec server --help` too: the rounds and clients per round of RunConfig, not 0 (kept equal by this test)."""
+    from fedrec.shared.config import RunConfig
+
+    text = " ".join(runner.invoke(app, ["server", "--help"], env={"COLUMNS": "250"}).output.replace("│", " ").split())
+    assert f"federated rounds [default: ({RunConfig().run.rounds} (run.rounds))]" in text
+    assert f"[default: ({RunConfig().run.clients_per_round} (run.clients_per_round))]" in text
