@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedrec.cli.common import OutputFormat, check_format, fail, print_json
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Check and show epsilon reports (signature, schema, recomputed epsilon, consistency).")
 console = Console(emoji=False)  # ":cd:" in a hex fingerprint must not become an emoji
@@ -27,9 +29,11 @@ def verify(
     report: Annotated[Path, typer.Argument(help="a run or device report (JSON)", exists=True, dir_okay=False)],
     public_key: Annotated[Path | None, typer.Option(help="the signer's Ed25519 public key (PEM); without it the "
                                                          "signature only proves integrity, not who signed")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the findings as JSON (= --format json)")] = False,
+    fmt: OutputFormat = "text",
 ) -> None:
     """Check signature and schema, recompute every epsilon with independent accountants, check consistency."""
+    as_json = check_format(fmt) or as_json
     from fedrec.shared.privacy.errors import KeyFileError, ReportInputError
     from fedrec.shared.privacy.keys import load_public_key
     from fedrec.shared.privacy.report import has_failures, verify_report_file
@@ -63,8 +67,10 @@ def verify(
 def show(
     report: Annotated[Path, typer.Argument(help="a run or device report (JSON)", exists=True, dir_okay=False)],
     entries: Annotated[int, typer.Option(help="ledger entries to list (first and last); 0 = all")] = 10,
+    fmt: OutputFormat = "text",
 ) -> None:
-    """Print the guarantees in plain words and a summary of each ledger."""
+    """Print the guarantees in plain words and a summary of each ledger (--format json: the checked report itself,
+    schema `fedrec schema report`)."""
     from fedrec.shared.privacy.errors import ReportSchemaError
     from fedrec.shared.privacy.report import read_report
     from fedrec.shared.privacy.report.render import (
@@ -77,11 +83,14 @@ def show(
         title,
     )
 
+    as_json = check_format(fmt)
     try:
         rep = read_report(report)
     except ReportSchemaError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise fail(str(e), as_json=as_json) from None
+    if as_json:
+        print_json(rep)
+        return
     console.print(f"[bold]{escape(title(rep))}[/bold]  ({rep['created_at']}, signed by: {escape(signer(rep))})\n")
     for s in statements(rep):
         console.print(s, soft_wrap=False, markup=False)

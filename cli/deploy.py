@@ -134,10 +134,11 @@ def server(
     certs: Annotated[Path, typer.Option(help="folder from `fedrec keys tls`")] = Path("certs"),
     register_keys: Annotated[list[Path], typer.Option("--register", help="device public key (.pub) or folder of "
                                                       "them to register first (repeatable)")] = [],  # noqa: B006
-    rounds: Annotated[int, typer.Option(help="federated rounds")] = 0,
-    clients_per_round: Annotated[int, typer.Option(help="devices sampled per round")] = 0,
+    rounds: Annotated[int, typer.Option(help="federated rounds", show_default="20 (run.rounds)")] = 0,
+    clients_per_round: Annotated[int, typer.Option(help="devices sampled per round",
+                                                   show_default="10 (run.clients_per_round)")] = 0,
     model: Annotated[str, typer.Option(help="'minilm' or a local HF model directory (the same on every "
-                                       "device)")] = "",
+                                       "device)", show_default="minilm")] = "",
     set_: Annotated[list[str], typer.Option("--set", "-s", help="any other setting, KEY=VALUE (repeatable); see "
                                             "`fedrec settings`")] = [],  # noqa: B006
     run_name: Annotated[str, typer.Option(help="run directory name (default: deploy-<timestamp>)")] = "",

@@ -36,7 +36,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     if split is not None and split.evaluated:  # a canary client (split None) has nothing to evaluate
         model = build_model(cfg, setup.catalog)
         set_global_state(model, setup.global_state)
-        scores = score_histories(model, [split], setup.catalog, cfg, setup.released)[0]
+        scores = score_histories(model, cfg, setup.catalog, [split], setup.released)[0]
         rng = np.random.default_rng([setup.seed, setup.server_round, setup.local_key])
         m.add_scores(scores, split.test_item, split.train_items, rng=rng)
     if cfg.private:  # only inside a secure sum: no per-user figure, no top-10 list, no timing leaves the device

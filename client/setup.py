@@ -130,7 +130,8 @@ def _own_split(context: Context, catalog: Catalog, catalog_hash: str, cfg: RunCo
     level = logging.WARNING if summary.skipped else logging.INFO  # skipped rows are counted, never dropped silently
     for line in summary.lines():
         log.log(level, "history %s", line)
-    split = split_users([history], seed=cfg.data.split_seed, min_interactions=cfg.data.min_interactions)[0]
+    split = split_users([history], seed=cfg.data.split_seed, min_interactions=cfg.data.min_interactions,
+                        holdout=cfg.data.holdout)[0]
     if len(_SPLITS) >= 4:
         _SPLITS.clear()
     _SPLITS[key] = split

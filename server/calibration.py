@@ -14,7 +14,7 @@ import logging
 from dp_accounting import dp_event
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.config.sections import parse_shares
+from fedrec.shared.config.hybrid import parse_shares
 from fedrec.shared.errors import ConfigError
 from fedrec.shared.privacy.calibrate import default_user_delta, record_noise_for, split_noise_for, user_noise_for
 from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event

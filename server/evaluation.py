@@ -3,8 +3,8 @@ returns metric sums; the server only adds them up.
 
 Every `eval.every` rounds a sample of `eval.fraction` of the users' devices is asked (audit canary clients never
 are); after the last round, or when the run stops early, `eval.fraction_final` of them (every user by default).
-The sample comes from `default_rng([seed, 1, round])`: public and reproducible, like the non-secret training
-sample.
+With `data.holdout = none` no device holds an item out, so nobody is asked. The sample comes from
+`default_rng([seed, 1, round])`: public and reproducible, like the non-secret training sample.
 
 How the sums travel depends on the run:
 
@@ -48,6 +48,8 @@ def evaluate(grid: Grid, fed: Federation, server_round: int, client_rows: list[d
     """
     t0 = time.perf_counter()
     cfg = fed.cfg
+    if cfg.data.holdout == "none":  # nothing held out: no device could rank a test item
+        return {}
     rng = np.random.default_rng([cfg.run.seed, 1, server_round])
     # a sample every `eval.every` rounds keeps evaluation from dominating; the final one covers every user
     fraction = cfg.eval.fraction_final if final or server_round == cfg.run.rounds else cfg.eval.fraction

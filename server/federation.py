@@ -52,6 +52,7 @@ from fedrec.server.privacy_report import write_run_report
 from fedrec.server.release import DpFedAvgRelease, MeanRelease, Release, ServerOptimizer
 from fedrec.server.releases import declared_releases, release_kinds, run_release_phase
 from fedrec.server.round import PlainCollector, RoundOutcome, RoundTask, run_round
+from fedrec.server.run_outputs import close_run, epsilon_so_far
 from fedrec.server.sampling import Sampler, check_user_level_sampling
 from fedrec.server.secure_aggregation import SecureCollector
 from fedrec.shared.config import RunConfig
@@ -368,8 +369,9 @@ def run_federation(grid: Grid, cfg: RunConfig, on_event: Event | None = None, *,
         if fed.evaluate_now(server_round):
             outcome.row.update(evaluate(grid, fed, server_round, outcome.client_rows))
         fed.commit(outcome, server_round, t0)
-        emit("round", outcome.row)
+        emit("round", {**outcome.row, **epsilon_so_far(fed)})  # progress only, not in the published rows
     fed.finish()
+    close_run(fed)  # summary.json (a failed run says so) and the export in <run>/model (server.run_outputs)
     if fed.succeeded == 0 and not (fed.released and fed.cfg.run.rounds == 0):
         raise AllRoundsFailed(f"all {fed.cfg.run.rounds} rounds failed; see "
                               f"{clients_dir(fed.run, fed.cfg) / 'clients.csv'}")

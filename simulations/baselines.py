@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.metrics import RankingMetrics, Ties
+from fedrec.shared.progress import task
 
 ScoreFn = Callable[[UserSplit], np.ndarray]
 """Scores over the whole catalog (shape (num_items,)) for one user, higher is better."""
@@ -150,19 +151,27 @@ def evaluate_scorer(
     test_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     test = RankingMetrics(k=k, num_negatives=num_negatives, num_items=num_items)
     val = RankingMetrics(k=k, num_negatives=num_negatives, num_items=num_items)
-    for split in splits:
-        if not split.evaluated:
-            continue
-        scores = np.asarray(score_fn(split))
-        if scores.shape != (num_items,):
-            raise ValueError(f"Score function returned shape {scores.shape} for a catalog of {num_items} items.")
-        test.add_scores(scores, int(split.test_item), split.train_items, rng=test_rng, ties=ties)
-        if include_validation and split.val_item is not None:
-            val.add_scores(scores, int(split.val_item), split.train_items, rng=val_rng, ties=ties)
+    with task("evaluating", total=len(splits)) as bar:
+        for split in splits:
+            bar.advance()
+            if split.evaluated:
+                _rank_one(split, score_fn, num_items, test, val, test_rng, val_rng, include_validation, ties)
     out = test.summary()
     if include_validation:
         out.update({f"val_{name}": value for name, value in val.summary().items()})
     return out
+
+
+def _rank_one(split: UserSplit, score_fn: ScoreFn, num_items: int, test: RankingMetrics, val: RankingMetrics,
+              test_rng: np.random.Generator, val_rng: np.random.Generator, include_validation: bool,
+              ties: Ties) -> None:
+    """Add one user's test (and validation) rank to the accumulators."""
+    scores = np.asarray(score_fn(split))
+    if scores.shape != (num_items,):
+        raise ValueError(f"Score function returned shape {scores.shape} for a catalog of {num_items} items.")
+    test.add_scores(scores, int(split.test_item), split.train_items, rng=test_rng, ties=ties)
+    if include_validation and split.val_item is not None:
+        val.add_scores(scores, int(split.val_item), split.train_items, rng=val_rng, ties=ties)
 
 
 def run_baselines(

@@ -2,17 +2,32 @@
 
 One virtual client (SuperNode) per user; Ray gives each ClientApp actor 1 CPU, so a 2-core machine trains two
 clients at a time, and a Ray cluster attached with `ray_address` as many as it has CPUs (docs/scale-out.md).
-Used by `fedrec simulate`; `flwr run .` reaches the same ServerApp/ClientApp.
+Used by `fedrec simulate`; `flwr run .` reaches the same ServerApp/ClientApp. `synthetic:users=auto` (the
+default data) is `AUTO_USERS` users here.
+
+Ctrl-C: the first SIGINT (or a SIGTERM) asks the run to stop (`fedrec.shared.progress.request_stop`): the server
+loop raises
+`RunInterrupted` at its next poll (a tenth of a second while it waits for clients), the ServerApp ends, Flower
+stops its simulation runtime and shuts Ray down (its actors and processes), and `simulate` raises
+`RunInterrupted`. The checkpoint of the last completed round is untouched, so `--resume` continues the run.
+A second Ctrl-C interrupts at once (Python's KeyboardInterrupt).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from fedrec.server.federation import Event
 from fedrec.shared.config import RunConfig
+from fedrec.shared.data.load import AUTO_USERS, with_users
+from fedrec.shared.progress import RunInterrupted, clear_stop, request_stop, stop_requested
 from fedrec.simulations.ray_cluster import CPUS_PER_CLIENT, check_address, check_nodes
 
 QUIET_ENV = {
@@ -65,6 +80,7 @@ def simulate(cfg: RunConfig | None, on_event: Event | None = None, num_cpus: int
         cfg = resumable_config(resume, given=cfg)  # refuses a finished run, a bad checkpoint, other settings
     if cfg is None:
         raise ValueError("simulate: cfg is required unless resume names a run directory")
+    cfg = cfg.updated({"data.source": with_users(cfg.data.source, AUTO_USERS)}) if resume is None else cfg
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     if engine == "inprocess":
@@ -97,12 +113,19 @@ def simulate(cfg: RunConfig | None, on_event: Event | None = None, num_cpus: int
 
     logging.getLogger("flwr").setLevel(logging.ERROR)  # keeps errors, drops the run_simulation deprecation
     message_pump.install()  # Flower's pump scans every node every 0.1 s: costly at thousands of clients
-    run_simulation(
-        server_app=make_server_app(cfg, capture, resume=resume),
-        client_app=client_app,
-        num_supernodes=population,
-        backend_config=backend,
-    )
+    with stop_on_interrupt():
+        try:
+            run_simulation(
+                server_app=make_server_app(cfg, capture, resume=resume),
+                client_app=client_app,
+                num_supernodes=population,
+                backend_config=backend,
+            )
+        except RunInterrupted:
+            pass
+    if stop_requested():  # the server thread ended on the request (Flower may have swallowed the exception)
+        raise RunInterrupted(f"interrupted; the checkpoint of the last completed round is in "
+                             f"{result.get('run_dir', 'the run directory')} (fedrec simulate --resume RUN_DIR)")
     if "run_dir" not in result or not (result["run_dir"] / "rounds.json").is_file():
         raise RuntimeError("the simulation ended without completing a round; see the log above")
     return result["run_dir"]
@@ -112,8 +135,34 @@ def simulate_inprocess(cfg: RunConfig, on_event: Event | None = None, resume: Pa
     """The federation in this process: `run_federation` over an `InProcessGrid` of one node per user."""
     from fedrec.client.client_app import app as client_app
     from fedrec.server.federation import run_federation
+    from fedrec.server.progress_grid import ProgressGrid
     from fedrec.shared.data.federation import load_federation
     from fedrec.simulations.inprocess import InProcessGrid
 
     grid = InProcessGrid(client_app, len(load_federation(cfg).splits) + cfg.audit.canary_clients)
-    return run_federation(grid, cfg, on_event, resume=resume)
+    emit = on_event or (lambda kind, payload: None)
+    return run_federation(ProgressGrid(grid, emit), cfg, on_event, resume=resume)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """While inside: the first SIGINT or SIGTERM requests a clean stop (see the module docstring), a second SIGINT
+    is Python's KeyboardInterrupt. Only in the main thread (where signal handlers live); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    clear_stop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def first(signum: int, frame: object) -> None:
+        request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: stop now
+        print("\nstopping after the current step (Ctrl-C again to stop at once) ...", file=sys.stderr, flush=True)
+
+    for sig in previous:
+        signal.signal(sig, first)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

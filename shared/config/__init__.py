@@ -5,10 +5,10 @@
     cfg.user_dp.clip_norm, cfg.run.clients_sampled(1892)
 """
 
+from fedrec.shared.config.hybrid import HybridConfig
 from fedrec.shared.config.presets import load_preset, preset_names, preset_path
-from fedrec.shared.config.run_config import DEPRECATED, FIELDS, RunConfig, canonical_key, help_text, nest
+from fedrec.shared.config.run_config import DEPRECATED, FIELDS, SECTIONS, RunConfig, canonical_key, help_text, nest
 from fedrec.shared.config.sections import (
-    SECTIONS,
     AuditConfig,
     DataConfig,
     EvalConfig,
@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "HybridConfig",
     "ModelConfig",
     "RecordDpConfig",
     "RunConfig",

@@ -18,12 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fedrec.shared.config.hybrid import HybridConfig
 from fedrec.shared.config.sections import (
-    SECTIONS,
     AuditConfig,
     DataConfig,
     EvalConfig,
-    HybridConfig,
     ModelConfig,
     RecordDpConfig,
     RunSection,
@@ -35,6 +34,12 @@ from fedrec.shared.config.sections import (
 from fedrec.shared.errors import ConfigError
 
 log = logging.getLogger("fedrec.config")
+
+# the run's sections, in the order they are listed and written
+SECTIONS: dict[str, type[Section]] = {
+    cls.NAME: cls for cls in (DataConfig, ModelConfig, HybridConfig, TrainConfig, RecordDpConfig, UserDpConfig,
+                              SecAggConfig, EvalConfig, AuditConfig, RunSection)
+}
 
 
 def _key(section: str, name: str) -> str:
@@ -140,11 +145,13 @@ class RunConfig:
         """The settings a device needs, as dotted keys: every field not marked `server_only`.
 
         A deployed device reads its own history, so it gets no `data` section (the server's `data.source` names
-        the server's public catalog file and means nothing on a device).
+        the server's public catalog file and means nothing on a device), except what shapes its training:
+        `data.domain` (the words every prompt begins with) and `data.holdout` (whether it holds items out).
         """
         skip = {"data"} if self.run.deployment_nodes else set()
+        keep = {"data.domain", "data.holdout"}
         return {k: v for k, v in self.to_flat().items()
-                if not FIELDS[k].metadata["server_only"] and k.split(".", 1)[0] not in skip}
+                if not FIELDS[k].metadata["server_only"] and (k.split(".", 1)[0] not in skip or k in keep)}
 
     # -- changing --------------------------------------------------------------------------------------------
 

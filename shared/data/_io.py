@@ -86,7 +86,7 @@ def read_lines(
                      f"(first: line {first_fallback})")
 
 
-def read_csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+def read_csv_rows(path: str | Path, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
     """Yield `(line_number, fields)` for every CSV record (RFC 4180 quoting; a bad quote is an error)."""
     path = Path(path)
     current = 0
@@ -97,7 +97,7 @@ def read_csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
             current = line_no
             yield text
 
-    reader = csv.reader(texts(), strict=True)
+    reader = csv.reader(texts(), strict=True, delimiter=delimiter)
     while True:
         try:
             row = next(reader)

@@ -32,13 +32,15 @@ class Federation:
 
 
 @lru_cache(maxsize=4)
-def _load(data: str, item_metadata: str, max_users: int, split_seed: int, min_interactions: int) -> Federation:
-    ds = load_dataset(data, metadata=item_metadata or None)
+def _load(data: str, fmt: str, item_metadata: str, max_users: int, split_seed: int, min_interactions: int,
+          holdout: str) -> Federation:
+    ds = load_dataset(data, metadata=item_metadata or None, fmt=fmt or None)
     users = ds.users[:max_users] if max_users else ds.users
-    return Federation(ds.catalog, split_users(users, seed=split_seed, min_interactions=min_interactions), ds.summary)
+    splits = split_users(users, seed=split_seed, min_interactions=min_interactions, holdout=holdout)
+    return Federation(ds.catalog, splits, ds.summary)
 
 
 def load_federation(cfg: RunConfig) -> Federation:
     """Parse (once per process) and split the data set named by `cfg`."""
     d = cfg.data
-    return _load(d.source, d.item_metadata, d.max_users, d.split_seed, d.min_interactions)
+    return _load(d.source, d.format, d.item_metadata, d.max_users, d.split_seed, d.min_interactions, d.holdout)

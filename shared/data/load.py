@@ -1,8 +1,13 @@
 """One entry point for every data source: pick the format, parse, and (for one user's file) map onto a catalog.
 
 Format detection, unless `fmt` names one of `FORMATS`: `synthetic[:key=value,...]`; a directory holding
-`user_artists.dat` is HetRec; otherwise the file suffix (a trailing `.gz` ignored): `.tsv` Last.fm-1K,
-`.jsonl`/`.json` ListenBrainz, `.csv` generic CSV.
+`user_artists.dat` is HetRec; otherwise the file suffix (a trailing `.gz` ignored): `.jsonl`/`.json` ListenBrainz,
+`.csv` generic CSV, and `.tsv` by its first line: a header naming the generic columns (`user`, `item`, ...) is the
+generic format with tabs, six tab-separated fields without a header are Last.fm-1K, anything else is an error
+that says which of the two was expected. Any other suffix needs `fmt` (`--data-format`).
+
+`synthetic:users=auto,...` has no size of its own: the federation sizes it, one user per SuperNode
+(`with_users`; `fedrec simulate` uses `AUTO_USERS`).
 
 `load_history` reads one user's history, in any of these formats, onto the catalog a model was trained with:
 an item matches by id, else by name (exact after case folding; among catalog items sharing that name, the
@@ -16,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedrec.shared.data._io import Parsed
-from fedrec.shared.data.csvfmt import parse_csv
+from fedrec.shared.data._io import Parsed, read_lines
+from fedrec.shared.data.csvfmt import is_generic_header, parse_csv
 from fedrec.shared.data.hetrec import parse_hetrec
 from fedrec.shared.data.lastfm1k import parse_lastfm1k
 from fedrec.shared.data.listenbrainz import parse_listenbrainz
@@ -41,6 +46,8 @@ _SYNTHETIC_KEYS: dict[str, tuple[str, type]] = {
     "min_history": ("min_history", int), "max_history": ("max_history", int),
     "exploration": ("exploration", float),
 }
+#: the size `fedrec simulate` gives `synthetic:users=auto` (a `flwr run` federation gives one user per SuperNode)
+AUTO_USERS = 200
 NOT_IN_CATALOG = "not in the model's catalog"
 OTHER_USERS = "rows of other users in the file"
 
@@ -59,9 +66,44 @@ def detect_format(spec: str) -> str:
     suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
     if suffix not in _SUFFIXES:
         raise DataFormatError(path, f"cannot tell the format from the suffix {suffix!r}: expected one of "
-                                    f"{', '.join(_SUFFIXES)} or a HetRec folder, "
-                                    f"or pass `fmt` ({', '.join(FORMATS)})")
+                                    f"{', '.join(_SUFFIXES)} or a HetRec folder; name the format with "
+                                    f"--data-format (setting data.format): one of {', '.join(_PARSERS)}")
+    if suffix == ".tsv":
+        return _tsv_format(path)
     return _SUFFIXES[suffix]
+
+
+def _tsv_format(path: Path) -> str:
+    """A `.tsv` by its first line: a generic header is `csv` (tab-separated), six fields are Last.fm-1K."""
+    line_no, first = next(read_lines(path))
+    fields = first.split("\t")
+    if is_generic_header(fields):
+        return "csv"
+    if len(fields) == 6:
+        return "lastfm1k"
+    raise DataFormatError(path, f"a .tsv file is either generic (a header row naming user, item[, timestamp]"
+                                f"[, weight]) or Last.fm-1K (6 tab-separated columns, no header); the first line "
+                                f"has {len(fields)} field(s) and no such header. Add the header row, or name the "
+                                f"format with --data-format", line_no)
+
+
+def is_auto_sized(spec: str) -> bool:
+    """True for `synthetic:...users=auto...`: the federation decides how many users there are."""
+    return detect_kind(spec) == "synthetic" and "users=auto" in spec.replace(" ", "").split(":", 1)[-1].split(",")
+
+
+def with_users(spec: str, users: int) -> str:
+    """`synthetic:users=auto,items=600` -> `synthetic:users=N,items=600` (other specs unchanged)."""
+    if not is_auto_sized(spec):
+        return spec
+    head, _, options = spec.partition(":")
+    parts = [f"users={users}" if p.replace(" ", "") == "users=auto" else p for p in options.split(",")]
+    return f"{head}:{','.join(parts)}"
+
+
+def detect_kind(spec: str) -> str:
+    """"synthetic" for a synthetic spec, "file" otherwise (no file is opened)."""
+    return "synthetic" if spec == "synthetic" or spec.startswith("synthetic:") else "file"
 
 
 def _synthetic_kwargs(spec: str) -> dict[str, int | float]:
@@ -75,6 +117,10 @@ def _synthetic_kwargs(spec: str) -> dict[str, int | float]:
             raise ValueError(f"Unknown synthetic option {part!r} in {spec!r}; expected key=value with key in "
                              f"{', '.join(_SYNTHETIC_KEYS)}.")
         name, kind = _SYNTHETIC_KEYS[key]
+        if name == "num_users" and value.strip() == "auto":
+            raise ValueError(f"{spec!r}: users=auto is sized by the federation (one user per SuperNode); it is "
+                             "resolved before the data is read (fedrec simulate: users=200). Give users=N to read "
+                             "it directly.")
         try:
             kwargs[name] = kind(value.strip())
         except ValueError:

@@ -4,6 +4,9 @@ Protocol (matches `../shared/notes/recsys-protocol.md`, so figures compare with 
 `numpy.random.default_rng(seed)` for the whole data set; users in source order; each user's items in source
 order; users with at least `min_interactions` items draw one permutation, whose index 0 is the test item and
 index 1 the validation item. Users with fewer items train on everything and are not evaluated.
+
+`holdout="none"` holds nothing out: every user trains on every item and nobody is evaluated (a model trained
+for an outside evaluation, or for use, on all the data there is).
 """
 
 from __future__ import annotations
@@ -31,15 +34,18 @@ class UserSplit:
         return self.test_item is not None
 
 
-def split_users(users: list[UserHistory], seed: int = 0, min_interactions: int = 5) -> list[UserSplit]:
+def split_users(users: list[UserHistory], seed: int = 0, min_interactions: int = 5,
+                holdout: str = "test+validation") -> list[UserSplit]:
     """Split every user; deterministic in `seed` and the source order of users and items."""
     if min_interactions < 3:
         raise ValueError(f"`min_interactions` must be >= 3 (test + validation + >= 1 train). Found {min_interactions}.")
+    if holdout not in ("test+validation", "none"):
+        raise ValueError(f"`holdout` must be 'test+validation' or 'none'. Found {holdout!r}.")
     rng = np.random.default_rng(seed)
     out: list[UserSplit] = []
     for u in users:
         n = len(u)
-        if n < min_interactions:
+        if n < min_interactions or holdout == "none":
             out.append(UserSplit(u.user_id, u.items.copy(), u.weights.copy(), None, None,
                                  None if u.timestamps is None else u.timestamps.copy()))
             continue

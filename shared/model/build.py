@@ -43,12 +43,16 @@ def catalog_key(catalog: Catalog) -> str:
     return _CATALOG_KEYS[id(catalog)][1]
 
 
-def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True) -> Recommender:
+def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True, table: torch.Tensor | None = None
+                ) -> Recommender:
     """The recommender for `cfg` over `catalog`: backbone, cached catalog table, LoRA, head, item bias.
 
     With `cached`, one model per (settings, catalog) is kept per process and reused for every client message
     the process serves; callers load the global adapter state into it before use, so nothing is loaded twice.
+    `table` (N, d) is an item table to use instead of computing one (an export ships its own); not with `cached`.
     """
+    if cached and table is not None:
+        raise ValueError("build_model: an item table can only be given with cached=False")
     m = cfg.model
     key = "|".join(str(x) for x in (m.name, m.lora_rank, m.lora_alpha, m.lora_targets, m.lora_layers, m.lora_freeze_a,
                                     m.head, m.item_bias, m.temperature, m.item_tokens, catalog_key(catalog)))
@@ -56,7 +60,8 @@ def build_model(cfg: RunConfig, catalog: Catalog, *, cached: bool = True) -> Rec
         return _MODEL_CACHE[key]
     torch.manual_seed(0)  # LoRA A init must be identical everywhere: it is the starting global state
     backbone = load_backbone(cfg.model.name, device=os.environ.get("FEDREC_DEVICE", "cpu"))  # runtime-only setting
-    table = catalog_embeddings(backbone, catalog, cfg.model.item_tokens)  # base model, before LoRA is attached
+    if table is None:
+        table = catalog_embeddings(backbone, catalog, cfg.model.item_tokens)  # base model, before LoRA is attached
     encoder = attach_lora(backbone, m.lora_rank, m.lora_alpha, m.lora_target_list, top_layers=m.lora_layers,
                           freeze_a=m.lora_freeze_a)
     model = Recommender(backbone, encoder, table, head=cfg.model.head, item_bias=cfg.model.item_bias,

@@ -19,16 +19,17 @@ from torch import nn
 
 from fedrec.shared.data.types import Catalog
 from fedrec.shared.model.backbone import Backbone
+from fedrec.shared.progress import task
 
 
 def encode_texts(
     backbone: Backbone, encoder: nn.Module, texts: list[str], max_tokens: int, batch_size: int = 256
 ) -> torch.Tensor:
-    """(len(texts), d) L2-normalised pooled embeddings, computed without gradients."""
+    """(len(texts), d) L2-normalised pooled embeddings, computed without gradients (a progress bar past a batch)."""
     out = []
     encoder_was_training = encoder.training
     encoder.eval()
-    with torch.no_grad():
+    with torch.no_grad(), task("encoding the catalog", len(texts) if len(texts) > batch_size else None) as bar:
         for start in range(0, len(texts), batch_size):
             tok = backbone.tokenizer(
                 texts[start : start + batch_size], padding=True, truncation=True, max_length=max_tokens,
@@ -38,6 +39,7 @@ def encode_texts(
             ids, mask = tok["input_ids"].to(dev), tok["attention_mask"].to(dev)
             hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
             out.append(F.normalize(backbone.pool(hidden, mask), dim=-1).cpu())
+            bar.advance(ids.shape[0])
     encoder.train(encoder_was_training)
     return torch.cat(out) if out else torch.zeros(0, backbone.hidden_size)
 

@@ -41,7 +41,7 @@ import numpy as np
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.types import Catalog
 from fedrec.shared.protocol import AUDIT_KEY, CANARY_METRIC, QUERY_CANARY_CLIENTS, ROLE_METRIC  # noqa: F401 - re-exported
-from fedrec.shared.train.examples import prompt_text
+from fedrec.shared.train.examples import prompt_prefix, prompt_text
 
 #: Artists in a record canary's history prompt.
 CANARY_HISTORY_ITEMS = 5
@@ -120,7 +120,7 @@ def canary_examples(canaries: Sequence[RecordCanary], catalog: Catalog, cfg: Run
                     ) -> tuple[list[str], list[int], list[np.ndarray]]:
     """(prompts, targets, histories) of the canaries, built like `fedrec.shared.train.examples.draw_examples`'s."""
     histories = [np.asarray(c.history, dtype=np.int64) for c in canaries]
-    prompts = [prompt_text(catalog, h, cfg.model.prompt_tags) for h in histories]
+    prompts = [prompt_text(catalog, h, cfg.model.prompt_tags, prompt_prefix(cfg)) for h in histories]
     return prompts, [int(c.target) for c in canaries], histories
 
 

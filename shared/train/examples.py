@@ -7,7 +7,9 @@ adding or removing one record changes one example only. That is what lets on-dev
 examples, make a statement about single listening records. (Leave-one-out over the whole history would put each
 record in every example of its user, and the per-example guarantee would say nothing about a record.)
 
-Prompts list artist names, most listened first (or most recent first), and are cut to a token budget.
+Prompts list item names, largest weight first (most played, highest rated) or most recent first, and are cut to
+a token budget. They begin with the data domain's prefix (`fedrec.shared.domain`: "Listening history:" for the
+default, music).
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ import torch
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.split import UserSplit
 from fedrec.shared.data.types import Catalog
+from fedrec.shared.domain import DEFAULT_DOMAIN, DOMAINS, domain
 
-PROMPT_PREFIX = "Listening history:"
+PROMPT_PREFIX = DOMAINS[DEFAULT_DOMAIN].prompt_prefix  # "Listening history:"
+
+
+def prompt_prefix(cfg: RunConfig) -> str:
+    """The first words of every prompt of a run: its data domain's (`data.domain`)."""
+    return domain(cfg.data.domain).prompt_prefix
 
 
 def bucket_of(item_id: str, buckets: int) -> int:
@@ -41,14 +49,14 @@ def ordered(items: np.ndarray, weights: np.ndarray, timestamps: np.ndarray | Non
     return items[np.argsort(key, kind="stable")]
 
 
-def prompt_text(catalog: Catalog, items: np.ndarray, tags: int = 1) -> str:
+def prompt_text(catalog: Catalog, items: np.ndarray, tags: int = 1, prefix: str = PROMPT_PREFIX) -> str:
     """`Listening history: A (rock), B (jazz), ...`: names plus each item's top public tags."""
 
     def one(i: int) -> str:
         t = catalog.tags[i][:tags]
         return f"{catalog.names[i]} ({', '.join(t)})" if t else catalog.names[i]
 
-    return f"{PROMPT_PREFIX} " + ", ".join(one(int(i)) for i in items)
+    return f"{prefix} " + ", ".join(one(int(i)) for i in items)
 
 
 @dataclass
@@ -68,7 +76,8 @@ class ExampleBatch:
 
 
 def draw_examples(
-    split: UserSplit, catalog: Catalog, *, buckets: int, order: str, rng: np.random.Generator, tags: int = 1
+    split: UserSplit, catalog: Catalog, *, buckets: int, order: str, rng: np.random.Generator, tags: int = 1,
+    prefix: str = PROMPT_PREFIX,
 ) -> tuple[list[str], list[int], list[np.ndarray]]:
     """One epoch's examples: (prompts, targets, history item arrays), one per non-empty bucket."""
     items = ordered(split.train_items, split.train_weights, split.train_timestamps, order)
@@ -80,7 +89,7 @@ def draw_examples(
         members = groups[b]
         t = int(rng.integers(len(members)))
         hist = np.asarray(members[:t] + members[t + 1 :], dtype=np.int64)
-        prompts.append(prompt_text(catalog, hist, tags))
+        prompts.append(prompt_text(catalog, hist, tags, prefix))
         targets.append(members[t])
         histories.append(hist)
     return prompts, targets, histories
@@ -94,7 +103,7 @@ def draw_epochs(split: UserSplit, catalog: Catalog, cfg: RunConfig, rng: np.rand
                 epochs: int | None = None) -> list[Epoch]:
     """`epochs` (default `train.local_epochs`) epochs of one user's examples, targets redrawn every epoch."""
     return [draw_examples(split, catalog, buckets=cfg.train.examples_per_user, order=cfg.model.history_order,
-                          rng=rng, tags=cfg.model.prompt_tags)
+                          rng=rng, tags=cfg.model.prompt_tags, prefix=prompt_prefix(cfg))
             for _ in range(cfg.train.local_epochs if epochs is None else epochs)]
 
 
@@ -122,7 +131,8 @@ def batch_of(epoch: Epoch, sel: Sequence[int], tokenizer, max_tokens: int, devic
                       max_tokens).to(device)
 
 
-def evaluation_prompt(split: UserSplit, catalog: Catalog, order: str, tags: int = 1) -> str:
+def evaluation_prompt(split: UserSplit, catalog: Catalog, order: str, tags: int = 1,
+                      prefix: str = PROMPT_PREFIX) -> str:
     """The prompt a user is scored with: all training items, ordered, cut later to the token budget."""
     items = ordered(split.train_items, split.train_weights, split.train_timestamps, order)
-    return prompt_text(catalog, items, tags)
+    return prompt_text(catalog, items, tags, prefix)

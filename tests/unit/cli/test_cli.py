@@ -49,16 +49,14 @@ def test_recommend_bad_history_names_file_and_line(sim_run, tmp_path, name):
 @pytest.mark.e2e
 def test_recommend_prints_bracketed_artist_names(sim_run, tmp_path, monkeypatch):
     """Last.fm has an artist called "[unknown]": rich markup must not swallow it (it printed an empty cell)."""
-    from types import SimpleNamespace
-
-    import fedrec.shared.model.recommend as recommend_module
+    from fedrec.shared.api import Recommendation, Recommender
 
     _, run = sim_run
     catalog = json.loads((run / "catalog.json").read_text())
     history = tmp_path / "me.csv"
     history.write_text(f"user,item\nme,{catalog['item_ids'][0]}\n")
-    fake = [SimpleNamespace(name="[unknown]", tags=["[bold]rock"], score=1.0, because=["[red]x"])]
-    monkeypatch.setattr(recommend_module, "recommend", lambda *a, **k: fake)
+    fake = [Recommendation(item="[unknown]", item_id="x", score=1.0, reasons=["[red]x"], tags=["[bold]rock"])]
+    monkeypatch.setattr(Recommender, "recommend", lambda *a, **k: fake)
     result = runner.invoke(app, ["recommend", "--run", str(run), "--history", str(history)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "[unknown]" in result.output and "[bold]rock" in result.output and "[red]x" in result.output

@@ -279,7 +279,7 @@ def test_a_device_plan_that_cannot_work_is_refused(certs: Path, tmp_path: Path, 
 
 @pytest.mark.parametrize(("text", "where"), [
     ("user,item,weight\nme,a,3\nme,b,lots\n", ":3: "),  # a bad weight on line 3
-    ("user,artist\nme,a\n", ":1: "),  # no item column
+    ("user,colour\nme,a\n", ":1: "),  # no item column (artist would be an alias of item)
     ("user,item\nme,a\nyou,b\n", "holds 2 users"),  # several users, no --user
     (None, "no such file"),
 ])

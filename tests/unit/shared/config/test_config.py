@@ -152,7 +152,7 @@ def test_clients_sampled_by_fraction_or_count():
 
 def test_client_view_leaves_out_server_only_settings() -> None:
     """Devices receive no server-only setting (budgets, run directory, evaluation schedule), and a deployed device
-    no data section (the server's catalog path means nothing on a device)."""
+    no data section (the server's catalog path means nothing on a device) but the prompt wording and holdout."""
     # Prepare
     cfg = RunConfig.from_mapping({"user_dp.enabled": True, "user_dp.epsilon_max": 8.0, "run.dir": "/secret/runs"})
     # Execute
@@ -163,7 +163,7 @@ def test_client_view_leaves_out_server_only_settings() -> None:
     for key in ("user_dp.epsilon_max", "user_dp.noise_multiplier", "run.dir", "run.name", "eval.every",
                 "run.server_key", "audit.seed"):
         assert key not in view
-    assert not [k for k in deployed if k.startswith("data.")]
+    assert sorted(k for k in deployed if k.startswith("data.")) == ["data.domain", "data.holdout"]
     assert RunConfig.from_mapping(view).user_dp.clip_norm == cfg.user_dp.clip_norm
 
 

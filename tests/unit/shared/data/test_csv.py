@@ -52,9 +52,12 @@ def test_without_metadata_or_optional_columns(tmp_path: Path) -> None:
     ("text", "line", "match"),
     [
         ("user,weight\nu,1\n", 1, "missing column(s) `item`"),
-        ("user,item,plays\nu,i,1\n", 1, "unknown column `plays`"),
+        ("user,item,genre2\nu,i,1\n", 1, "unknown column `genre2` (expected user, item, optionally timestamp, "
+                                          "weight; also accepted:"),
+        ("1,31,2.5\n1,32,3\n", 1, "the first line is not a header row"),
         ("user,item,User\nu,i,v\n", 1, "column `user` appears twice"),
-        ("user,item\nu,i\nu,i,3\n", 3, "expected 2 comma-separated columns (user, item), found 3"),
+        ("user,item\nu,i\nu,i,3\n", 3, "expected 2 comma-separated columns (user, item), found 3; quote a field "
+                                          "that contains a comma"),
         ("user,item\nu,i\nUSER,item\n", 3, "header row repeated"),
         ("user,item,weight\nu,i,lots\n", 2, "`weight` must be a number"),
         ("user,item,weight\nu,i,-1\n", 2, "`weight` must be >= 0"),
@@ -84,7 +87,7 @@ def test_unknown_item_names_interactions_file_and_line(tmp_path: Path) -> None:
     [
         (METADATA + "m1,Again,\n", 5, "item 'm1' already defined on line 2"),
         ("item,name\nm1,\n", 2, "item 'm1' has an empty `name`"),
-        ("item,title\nm1,x\n", 1, "unknown column `title`"),
+        ("item,title2\nm1,x\n", 1, "unknown column `title2`"),
         ("item,name,tags\nm1,x\n", 2, "expected 3 comma-separated columns"),
     ],
 )
@@ -92,3 +95,25 @@ def test_malformed_metadata(tmp_path: Path, text: str, line: int, match: str) ->
     plays = write(tmp_path / "plays.csv", "user,item\nu,m1\n")
     with pytest.raises(DataFormatError, match=re.escape(f"items.csv:{line}: {match}")):
         load_csv(plays, write(tmp_path / "items.csv", text))
+
+
+def test_other_data_sets_column_names_are_read_with_a_note(tmp_path: Path) -> None:
+    """MovieLens-style names (`userId`, `movieId`, `rating`, `timestamp`; `title`, `genres`) are read as fedrec's
+    columns, and the load summary says which alias was read as what."""
+    plays = write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,32,4,1260759179\n")
+    items = write(tmp_path / "movies.csv", 'movieId,title,genres\n31,"Dangerous Minds (1995)",Drama\n'
+                                          '32,"Twelve Monkeys, The (1995)",Mystery|Sci-Fi\n')
+    ds = load_csv(plays, items)
+    assert ds.catalog.names == ["Dangerous Minds (1995)", "Twelve Monkeys, The (1995)"]
+    assert ds.catalog.tags[1] == ["Mystery", "Sci-Fi"]
+    np.testing.assert_array_equal(ds.users[0].weights, [2.5, 4.0])
+    assert any("`rating` read as `weight`" in n for n in ds.summary.notes)
+    assert any("`movieId` read as `item`" in n for n in ds.summary.notes)
+
+
+@pytest.mark.parametrize("sep", ["\t", ";", "|"])
+def test_separator_is_read_from_the_header(tmp_path: Path, sep: str) -> None:
+    """Tab-, semicolon- and pipe-separated files with a header read like the comma-separated one."""
+    ds = load_csv(write(tmp_path / "plays.csv", f"user{sep}item{sep}weight\nu1{sep}a, b{sep}3\n"))
+    assert ds.catalog.item_ids == ["a, b"]
+    np.testing.assert_array_equal(ds.users[0].weights, [3.0])

@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrec.shared.data.load import NOT_IN_CATALOG, OTHER_USERS, detect_format, load_dataset, load_history
+from fedrec.shared.data.load import (
+    NOT_IN_CATALOG,
+    OTHER_USERS,
+    detect_format,
+    is_auto_sized,
+    load_dataset,
+    load_history,
+    with_users,
+)
 from fedrec.shared.data.types import Catalog, DataFormatError
 
 CATALOG = Catalog(
@@ -27,11 +35,56 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "fmt"),
-    [("a.tsv", "lastfm1k"), ("a.TSV.gz", "lastfm1k"), ("a.jsonl", "listenbrainz"), ("a.json", "listenbrainz"),
-     ("a.csv", "csv")],
+    [("a.jsonl", "listenbrainz"), ("a.json", "listenbrainz"), ("a.csv", "csv")],
 )
 def test_detect_format_by_suffix(tmp_path: Path, name: str, fmt: str) -> None:
     assert detect_format(str(write(tmp_path / name, "x"))) == fmt
+
+
+LASTFM1K_ROW = "user_000001\t2009-05-04T23:08:57Z\tf1b1cf71\tDeep Dish\t\tFuck Me Im Famous\n"
+
+
+@pytest.mark.parametrize(
+    ("first_line", "fmt"),
+    [(LASTFM1K_ROW, "lastfm1k"), ("user\titem\trating\n1\t31\t2.5\n", "csv"),
+     ("userId\tmovieId\n1\t31\n", "csv")],
+)
+def test_tsv_is_detected_by_its_columns(tmp_path: Path, first_line: str, fmt: str) -> None:
+    """A .tsv is Last.fm-1K only when it looks like it (6 fields, no header); a generic header makes it a
+    tab-separated generic file, also gzipped."""
+    import gzip
+
+    assert detect_format(str(write(tmp_path / "a.tsv", first_line))) == fmt
+    gz = tmp_path / "b.TSV.gz"
+    gz.write_bytes(gzip.compress(first_line.encode()))
+    assert detect_format(str(gz)) == fmt
+
+
+def test_tsv_that_is_neither_says_what_either_needs(tmp_path: Path) -> None:
+    """MovieLens-style rows without a header (4 fields) are not silently read as Last.fm-1K."""
+    bad = write(tmp_path / "ratings.tsv", "196\t242\t3\t881250949\n")
+    with pytest.raises(DataFormatError, match=re.escape("ratings.tsv:1: a .tsv file is either generic (a header row")
+                       + ".*has 4 field"):
+        detect_format(str(bad))
+
+
+def test_unknown_suffix_names_the_data_format_option(tmp_path: Path) -> None:
+    """`ratings.data` cannot be told from its suffix: the error names --data-format (the option simulate has)."""
+    with pytest.raises(DataFormatError, match="--data-format"):
+        detect_format(str(write(tmp_path / "ratings.data", "user\titem\n1\t2\n")))
+    ds = load_dataset(str(tmp_path / "ratings.data"), fmt="csv")
+    assert [u.user_id for u in ds.users] == ["1"]
+
+
+def test_auto_sized_synthetic_is_resolved_before_reading() -> None:
+    """`users=auto` has no size of its own: reading it unresolved is an error, `with_users` gives it one."""
+    spec = "synthetic:users=auto,items=50"
+    assert is_auto_sized(spec) and not is_auto_sized("synthetic:users=3")
+    with pytest.raises(ValueError, match="users=auto is sized by the federation"):
+        load_dataset(spec)
+    assert with_users(spec, 7) == "synthetic:users=7,items=50"
+    assert len(load_dataset(with_users(spec, 7)).users) == 7
+    assert with_users("data.csv", 7) == "data.csv"
 
 
 def test_detect_format_folders_and_errors(tmp_path: Path) -> None:

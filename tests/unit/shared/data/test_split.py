@@ -49,3 +49,13 @@ def test_min_interactions_must_leave_training_data():
     """A threshold below 3 would leave users with nothing to train on."""
     with pytest.raises(ValueError, match="min_interactions"):
         split_users([_user("a", 5)], min_interactions=2)
+
+
+def test_holdout_none_trains_on_every_item():
+    """`holdout="none"`: each user's whole history is training data and nobody is evaluated."""
+    users = [_user("a", 7), _user("b", 12)]
+    for u, s in zip(users, split_users(users, seed=0, holdout="none"), strict=True):
+        assert not s.evaluated and s.val_item is None
+        np.testing.assert_array_equal(s.train_items, u.items)
+    with pytest.raises(ValueError, match="`holdout` must be"):
+        split_users(users, holdout="two")

@@ -214,6 +214,13 @@ def test_show_prints_statement_and_ledger(run_report, tmp_path: Path):
     assert "ledger: 7 releases, 4 shown" in result.output
 
 
+def test_show_as_json_is_the_checked_report(run_report, tmp_path: Path):
+    """`audit show --format json` prints the report itself (its schema: `fedrec schema report`), parseable."""
+    result = runner.invoke(app, ["audit", "show", str(_write(run_report, tmp_path)), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(json.dumps(run_report))
+
+
 def test_show_refuses_an_invalid_report(tmp_path: Path):
     result = runner.invoke(app, ["audit", "show", str(_write({"schema": "x"}, tmp_path))], terminal_width=200)
     assert result.exit_code == 2 and "report.schema" in result.output
