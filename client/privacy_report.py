@@ -13,6 +13,7 @@ from fedrec.client.device_state import DeviceState
 from fedrec.shared.config import RunConfig
 from fedrec.shared.io import atomic_write_text
 from fedrec.shared.privacy import PrivacyLedger
+from fedrec.shared.privacy.ledger import LOCAL_RELEASE
 from fedrec.shared.privacy.report import (
     GuaranteeInputs,
     Mechanism,
@@ -22,8 +23,17 @@ from fedrec.shared.privacy.report import (
     sign_report,
     write_report,
 )
+from fedrec.shared.privacy.report.inputs import ReleaseInputs
 from fedrec.shared.privacy.report.render import render_markdown
+from fedrec.shared.privacy.report.statements import RECORD_UNIT
 from fedrec.shared.train.dp_sgd import NOISE_RNG, OPACUS_ACCOUNTANTS, plan_round
+
+#: Appended to the unit when the ledger holds the device's own noisy releases (`client.statistics`).
+RELEASE_UNIT_NOTE = (
+    " Its round-0 releases (local release entries) bound the effect of one listening record on the device's "
+    "contribution (the sensitivity each entry records), not of a whole slot, so with them the composed guarantee "
+    "is for one listening record."
+)
 
 #: What a DP device sends to the server outside the guarantee (plain metrics), for the report's trust notes.
 SENT_IN_THE_CLEAR = (
@@ -45,6 +55,14 @@ def write_device_report(state: DeviceState, cfg: RunConfig, ledger: PrivacyLedge
     device would cost more than the report is worth on a small device).
     """
     plan = plan_round(cfg)
+    current = ledger.runs()[-1] if ledger.runs() else ""
+    releases = tuple(ReleaseInputs(name=str(e.metadata["release"]),
+                                   noise_multiplier=float(e.metadata["noise_multiplier"]),
+                                   sensitivity=float(e.metadata["clip_norm"]),
+                                   description=f"this device's contribution to the {e.metadata['release']} statistic "
+                                               "with its own Gaussian noise (std z x the sensitivity)",
+                                   participation="this device's one contribution in the run's round 0")
+                     for e in ledger if e.kind == LOCAL_RELEASE and e.run == current)
     scope = Scope(dp_setting="local DP-SGD (Opacus) on the device", server="untrusted for this guarantee",
                   trust_notes="the noise is added on the device before anything leaves it, so the guarantee holds "
                               "against the server, other clients and anyone who sees the global adapters; "
@@ -59,6 +77,8 @@ def write_device_report(state: DeviceState, cfg: RunConfig, ledger: PrivacyLedge
         delta=cfg.record_dp.delta, rounds_run=len(ledger.round_keys()),  # (run, round): over the device's life
         accountant=OPACUS_ACCOUNTANTS[cfg.record_dp.accountant],
         cross_check=("rdp",),  # dp-accounting RDP, independent of Opacus; PLD costs ~2 s a round on a device
+        releases=releases,
+        unit_description=(RECORD_UNIT + RELEASE_UNIT_NOTE) if any(e.kind == LOCAL_RELEASE for e in ledger) else None,
     )
     report = build_device_report(run_id=run_id, device_id=device_id, scope=scope, record_level=inputs)
     signed = sign_report(report, state.signing_key())

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from fedrec.client.device_state import DeviceState
-from fedrec.client.setup import RoundSetup
+from fedrec.client.privacy_report import write_device_report
+from fedrec.client.setup import RoundSetup, device_budget, device_state, device_subject
 from fedrec.shared.config import RunConfig
 from fedrec.shared.errors import DeviceError
-from fedrec.shared.hybrid.statistics import StatisticSpec
+from fedrec.shared.hybrid.statistics import KINDS, StatisticSpec
 from fedrec.shared.model.recommender import Recommender
 from fedrec.shared.privacy import PrivacyBudgetExceeded, PrivacyLedger
 from fedrec.shared.privacy.canaries import RecordCanary
@@ -93,10 +94,36 @@ def decline(msg: Message, ledger: PrivacyLedger, cfg: RunConfig) -> Message:
     return Message(RecordDict({"metrics": declined}), reply_to=msg)
 
 
-def charge_release(msg: Message, context: Context, setup: RoundSetup, spec: StatisticSpec) -> Message | None:
-    """Charge this device's record-level ledger for contributing to a release; the decline message if over budget.
+def charge_release(msg: Message, context: Context, setup: RoundSetup, spec: StatisticSpec,
+                   noise_multiplier: float) -> PrivacyLedger | Message:
+    """Charge this device's lifetime ledger for contributing to a release with its own noise, before anything is
+    computed; returns the charged (and saved) ledger, or the decline message when the charge would exceed the
+    budget (nothing charged, nothing sent).
 
-    Not wired yet: refuses, so no release can touch a device's records without being accounted.
+    The release is one GaussianDpEvent(z): the device adds noise of std z x `spec.record_sensitivity` (one
+    listening record's L2 effect on its contribution) in `client.statistics`. Its key is (run, round 0, the
+    release's position in `KINDS`), so a release is charged once per run, whatever is re-delivered.
     """
-    raise ValueError("record-level accounting of releases is not implemented yet: run record_dp with "
-                     "hybrid.releases = \"\"")
+    if not noise_multiplier > 0:
+        raise DeviceError("config", f"release {spec.kind}: record-level DP needs a local noise multiplier > 0, the "
+                                    f"message gives {noise_multiplier!r}")
+    cfg = device_budget(setup.cfg, context)
+    subject = device_subject(context)
+    store = device_state(context)
+    ledger = store.load_ledger(subject=subject) if store else load_record_ledger(context, subject=subject)
+    where = str(store.ledger_path) if store else "context.state"
+    try:
+        ledger.check_next(run=setup.run_id, round=0, release=KINDS.index(spec.kind))
+    except LedgerError as e:
+        raise DeviceError("state", f"{where}: release {spec.kind} of run {setup.run_id!r} cannot be charged to "
+                                   f"this device's lifetime ledger, so nothing is sent: {e}") from None
+    trial = PrivacyLedger.loads(ledger.dumps(), where=where)
+    trial.record_local_release(round=0, noise_multiplier=noise_multiplier, sensitivity=spec.record_sensitivity,
+                               name=spec.kind, run=setup.run_id, release=KINDS.index(spec.kind))
+    if cfg.record_dp.epsilon_max > 0 and record_epsilon(trial, cfg) > cfg.record_dp.epsilon_max:
+        return decline(msg, ledger, cfg)
+    if store is not None:
+        store.save_ledger(trial)  # charged before the contribution leaves the device
+        write_device_report(store, cfg, trial, run_id=setup.run_id, device_id=subject)
+    save_record_ledger(context, trial)
+    return trial

@@ -13,18 +13,20 @@ if that would exceed its budget.
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import numpy as np
 from flwr.app import Context, Message, MetricRecord
 
 from fedrec.client.record_dp import charge_release
-from fedrec.client.setup import RoundSetup, read_setup
+from fedrec.client.setup import RoundSetup, device_budget, read_setup
 from fedrec.client.train import reply_with, sent_metrics
-from fedrec.shared.hybrid.statistics import StatisticSpec
+from fedrec.shared.hybrid.statistics import RECORD_NOISE_KEY, StatisticSpec
 from fedrec.shared.hybrid.text import TextFeatures, text_features
 from fedrec.shared.model.build import build_model
-from fedrec.shared.protocol import peak_rss_mb
+from fedrec.shared.protocol import RECORD_EPSILON_METRIC, peak_rss_mb
+from fedrec.shared.train.dp_sgd import record_epsilon
 
 
 def _text(setup: RoundSetup) -> TextFeatures:
@@ -33,21 +35,35 @@ def _text(setup: RoundSetup) -> TextFeatures:
     return text_features(table)
 
 
+def add_local_noise(contribution: dict[str, np.ndarray], sigma: float) -> dict[str, np.ndarray]:
+    """contribution + N(0, sigma^2 I), from the operating system's randomness (a seed the server never sees)."""
+    rng = np.random.default_rng(secrets.randbits(128))
+    return {k: np.asarray(v, dtype=np.float64) + rng.normal(0.0, sigma, size=np.shape(v))
+            for k, v in contribution.items()}
+
+
 def contribute(msg: Message, context: Context) -> Message:
     """Reply to a release message with this device's clipped contribution (or a decline)."""
     t0 = time.perf_counter()
     setup = read_setup(msg, context)
     spec = StatisticSpec.from_message(setup.extra, setup.global_state)
+    extra: dict[str, float] = {}
+    local_z = float(setup.extra.get(RECORD_NOISE_KEY, 0.0))
     if setup.split is None:  # an audit canary client: no history, nothing to add
         contribution = spec.template()
     else:
-        if setup.cfg.record_dp.enabled:
-            declined = charge_release(msg, context, setup, spec)
-            if declined is not None:
-                return declined
+        ledger = None
+        if setup.cfg.record_dp.enabled and local_z > 0:
+            charged = charge_release(msg, context, setup, spec, local_z)
+            if isinstance(charged, Message):  # declined: the device's budget is spent
+                return charged
+            ledger = charged
         text = _text(setup) if spec.kind == "cross" else None
         contribution = spec.contribution(setup.split.train_items, setup.split.train_weights, text)
-    metrics = MetricRecord(sent_metrics(setup.cfg, {"train-seconds": time.perf_counter() - t0, "steps": 0,
-                                                    "peak-rss-mb": peak_rss_mb()}, {}))
+        if ledger is not None:  # record-level DP alone: this device's own noise, as charged
+            contribution = add_local_noise(contribution, local_z * spec.record_sensitivity)
+            extra[RECORD_EPSILON_METRIC] = record_epsilon(ledger, device_budget(setup.cfg, context))
+    metrics = MetricRecord({**sent_metrics(setup.cfg, {"train-seconds": time.perf_counter() - t0, "steps": 0,
+                                                       "peak-rss-mb": peak_rss_mb()}, {}), **extra})
     contribution = {k: np.asarray(v, dtype=np.float32) for k, v in contribution.items()}
     return reply_with(msg, context, setup.cfg, contribution, metrics)

@@ -29,8 +29,8 @@ def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
     With releases (`hybrid.releases`) the target covers them too: `hybrid.shares` split it between the releases and
     the adapter rounds (`split_noise_for`), and the releases' multipliers go to `hybrid.noise_multipliers`. Under
     user-level DP the composition is the run's user-level ledger; with record-level DP alone it is one device's
-    ledger: the releases it contributes to (each at the record-level cost of a user-level release, see
-    `record_cost`) plus `record_dp.target_rounds` rounds of DP-SGD.
+    ledger: the releases it contributes to, each with its own local noise (`record_cost`), plus
+    `record_dp.target_rounds` rounds of DP-SGD.
     """
     changes: dict[str, object] = {}
     kinds = cfg.hybrid.kinds
@@ -84,12 +84,10 @@ def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
 
 
 def record_cost(noise_multiplier: float) -> dp_event.DpEvent:
-    """What a user-level release costs one example slot of a device: the Gaussian with half the multiplier.
-
-    Adding or removing one slot's records changes the device's clipped contribution from c to c', both of norm at
-    most Δ, so by at most 2Δ; the release's noise is z Δ, which is noise multiplier z / 2 for that change.
-    """
-    return dp_event.GaussianDpEvent(noise_multiplier / 2.0)
+    """What one release costs a device under record-level DP alone: the device adds Gaussian noise of std
+    z x `StatisticSpec.record_sensitivity` (the L2 change one listening record can make to its contribution) before
+    the contribution leaves it (`client.statistics`), so the release is one Gaussian event with multiplier z."""
+    return dp_event.GaussianDpEvent(noise_multiplier)
 
 
 def release_noise(cfg: RunConfig) -> dict[str, float]:

@@ -32,7 +32,7 @@ from fedrec.server.round import RoundOutcome, RoundTask, run_round
 from fedrec.shared.config import RunConfig
 from fedrec.shared.hybrid import postprocess as pp
 from fedrec.shared.hybrid.scorer import CROSS_ITEMS, CROSS_WEIGHTS, GRAM_ITEMS, GRAM_WEIGHTS, POP_COUNTS
-from fedrec.shared.hybrid.statistics import CONFIG_PREFIX, KINDS, StatisticSpec
+from fedrec.shared.hybrid.statistics import KINDS, NOISE_KEY, RECORD_NOISE_KEY, StatisticSpec
 from fedrec.shared.privacy.report.inputs import ReleaseInputs
 from fedrec.shared.protocol import State
 
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
     from fedrec.server.federation import Federation
 
-#: message-config key of a release's noise multiplier (a device with record-level DP charges its own ledger)
-NOISE_KEY = f"{CONFIG_PREFIX}noise-multiplier"
+#: a bound on a local noise vector's norm: sigma (sqrt(d) + TAIL) fails with probability below exp(-TAIL^2 / 2)
+TAIL = 10.0
 
 
 def release_kinds(cfg: RunConfig) -> list[str]:
@@ -98,18 +98,28 @@ def run_releases(grid: Grid, fed: Federation, noise: dict[str, float]) -> list[t
             continue
         spec = spec_for(kind, fed.cfg, released, len(fed.catalog))
         z = noise.get(kind, 0.0) if fed.user_dp is not None else 0.0
+        # record-level DP alone: each device adds its own noise (client.statistics), the server none; the bound
+        # the server enforces (and SecAgg+ encodes) leaves room for that noise
+        z_local = noise.get(kind, 0.0) if fed.cfg.record_dp.enabled and fed.user_dp is None else 0.0
+        local_sigma = z_local * spec.record_sensitivity
+        bound = spec.sensitivity + local_sigma * (math.sqrt(math.prod(spec.shape)) + TAIL)
         task = RoundTask(phase=f"release:{kind}", nodes=list(fed.users), template=spec.template(),
-                         payload=spec.arrays(), config={**spec.to_config(), NOISE_KEY: float(z)},
-                         clip_norm=spec.sensitivity, outer=spec.factored,
+                         payload=spec.arrays(),
+                         config={**spec.to_config(), NOISE_KEY: float(z), RECORD_NOISE_KEY: float(z_local)},
+                         clip_norm=bound, outer=spec.factored,
                          release=StatisticRelease(kind, fed.user_dp, noise_multiplier=z, sensitivity=spec.sensitivity))
         outcome = run_round(grid, fed, 0, task)
         new: State = {}
         if outcome.update is not None:
-            new = finish(kind, outcome.update, spec, fed.cfg, sigma=z * spec.sensitivity,
-                         population=len(fed.users))
+            contributors = max(1, outcome.row.get("updates", 0))
+            sigma = math.sqrt((z * spec.sensitivity) ** 2 + contributors * local_sigma**2)  # the sum's noise std
+            new = finish(kind, outcome.update, spec, fed.cfg, sigma=sigma, population=len(fed.users))
             released.update(new)
         outcome.update = None  # a release never moves the adapter
         outcome.row.update(_describe(kind, spec, z))
+        if z_local:
+            outcome.row.update(release_local_noise_multiplier=z_local,
+                               release_record_sensitivity=spec.record_sensitivity)
         out.append((outcome, new))
     return out
 

@@ -38,6 +38,10 @@ from fedrec.shared.privacy.mechanisms import clip_update
 KINDS = ("popularity", "cooccurrence", "cross")
 #: the message-config prefix of a release's public parameters (no dot: never confused with a setting)
 CONFIG_PREFIX = "release-"
+#: message-config key of a release's central noise multiplier (user-level DP: the server adds the noise)
+NOISE_KEY = f"{CONFIG_PREFIX}noise-multiplier"
+#: message-config key of the local noise multiplier a device applies under record-level DP alone
+RECORD_NOISE_KEY = f"{CONFIG_PREFIX}record-noise-multiplier"
 #: the array a release's item list travels in
 ITEMS = "items"
 
@@ -87,6 +91,20 @@ class StatisticSpec:
         if self.kind == "cooccurrence" and not self.factored:
             return math.sqrt(k * (k + 1) / 2)
         return math.sqrt(k)
+
+    @property
+    def record_sensitivity(self) -> float:
+        """The L2 change adding or removing one listening record can make to a device's contribution.
+
+        The top-k indicator x changes by at most one item leaving and one entering (the record's item, and the
+        (k+1)-th most played): ||dx|| <= sqrt(2). Popularity sends x: sqrt(2). Co-occurrence sends the upper
+        triangle of x x^T: the entries of the leaving item's row (at most k) and of the entering one's, so
+        sqrt(2k). Cross sends code x^T, and the text code moves with every record: only the generic bound, twice
+        the clip norm (both contributions lie in the ball of radius `sensitivity`). Never above that bound.
+        """
+        k = min(self.k, self.width)
+        by_kind = {"popularity": math.sqrt(2), "cooccurrence": math.sqrt(2 * k)}
+        return min(by_kind.get(self.kind, math.inf), 2 * self.sensitivity)
 
     @property
     def shape(self) -> tuple[int, ...]:

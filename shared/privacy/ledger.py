@@ -85,7 +85,11 @@ RECORD_LEVEL = "record-level"
 GUARANTEES = (USER_LEVEL, RECORD_LEVEL)
 USER_LEVEL_RELEASE = "user-level release"
 LOCAL_DPSGD = "local DP-SGD"
+LOCAL_RELEASE = "local release"  # a device's own Gaussian noise on a statistic it contributes (record-level)
 KIND_OF_GUARANTEE = {USER_LEVEL: USER_LEVEL_RELEASE, RECORD_LEVEL: LOCAL_DPSGD}
+#: every kind a ledger of each guarantee may hold (the first is its main kind, `PrivacyLedger.kind`)
+KINDS_OF_GUARANTEE = {USER_LEVEL: (USER_LEVEL_RELEASE,), RECORD_LEVEL: (LOCAL_DPSGD, LOCAL_RELEASE)}
+ALL_KINDS = tuple(k for kinds in KINDS_OF_GUARANTEE.values() for k in kinds)
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True, eq=True)
@@ -128,8 +132,8 @@ class LedgerEntry:
         rnd, kind, metadata = obj["round"], obj["kind"], obj.get("metadata", {})
         if not _is_count(rnd):
             raise LedgerError(f"{where}.round: expected an integer >= 0, found {rnd!r}")
-        if kind not in KIND_OF_GUARANTEE.values():
-            raise LedgerError(f"{where}.kind: expected one of {sorted(KIND_OF_GUARANTEE.values())}, found {kind!r}")
+        if kind not in ALL_KINDS:
+            raise LedgerError(f"{where}.kind: expected one of {sorted(ALL_KINDS)}, found {kind!r}")
         if not isinstance(metadata, Mapping):
             raise LedgerError(f"{where}.metadata: expected an object, found {metadata!r}")
         run, release = obj.get("run", ""), obj.get("release", 0)
@@ -190,7 +194,8 @@ class PrivacyLedger:
 
     @property
     def kind(self) -> str:
-        """The kind every entry has: "user-level release" or "local DP-SGD"."""
+        """The main kind of its entries: "user-level release" or "local DP-SGD" (a record-level ledger may also hold
+        "local release" entries: `record_local_release`)."""
         return KIND_OF_GUARANTEE[self._guarantee]
 
     @property
@@ -267,6 +272,19 @@ class PrivacyLedger:
                 **metadata}
         return self.append(round=round, event=event, metadata=meta, run=run, release=release)
 
+    def record_local_release(self, *, round: int, noise_multiplier: float, sensitivity: float,  # noqa: A002
+                             name: str, run: str = "", release: int = 0, **metadata: Any) -> LedgerEntry:
+        """Record one statistic this device released with its own Gaussian noise (record-level ledgers): the noise
+        std is `noise_multiplier` x `sensitivity`, the L2 change one record can make to the device's contribution,
+        so the release is one GaussianDpEvent(noise_multiplier), unsampled."""
+        self._require(RECORD_LEVEL, "record_local_release")
+        meta = {"release": name, "noise_multiplier": float(noise_multiplier), "sample_rate": None,
+                "clip_norm": float(sensitivity), **metadata}
+        entry = LedgerEntry(round, LOCAL_RELEASE, canonical_event(dp_event.GaussianDpEvent(float(noise_multiplier))),
+                            meta, run, release)
+        self._add(entry, where=f"entries[{len(self._entries)}]")
+        return entry
+
     def check_next(self, *, run: str, round: int, release: int = 0) -> None:  # noqa: A002
         """Raise `LedgerError` unless release (run, round, release) could be appended now: call it before the
         work whose charge the entry would record, so nothing is done that the ledger could not hold."""
@@ -296,8 +314,9 @@ class PrivacyLedger:
             raise LedgerError(f"{where}: expected a LedgerEntry, found {type(entry).__name__}")
         if not isinstance(entry.round, int) or isinstance(entry.round, bool) or entry.round < 0:
             raise LedgerError(f"{where}.round: expected an integer >= 0, found {entry.round!r}")
-        if entry.kind != self.kind:
-            raise LedgerError(f"{where}.kind: a {self._guarantee} ledger holds only {self.kind!r} entries, "
+        if entry.kind not in KINDS_OF_GUARANTEE[self._guarantee]:
+            raise LedgerError(f"{where}.kind: a {self._guarantee} ledger holds only "
+                              f"{' or '.join(map(repr, KINDS_OF_GUARANTEE[self._guarantee]))} entries, "
                               f"found {entry.kind!r}")
         if not entry.run:  # no run id: the release is the entry's position within its round
             entry = attr.evolve(entry, release=sum(e.key[:2] == ("", entry.round) for e in self._entries))

@@ -21,7 +21,7 @@ from fedrec.shared.io import package_version
 from fedrec.shared.privacy.accountants import ACCOUNTANTS, make_accountant
 from fedrec.shared.privacy.errors import ReportError
 from fedrec.shared.privacy.events import gaussian_components
-from fedrec.shared.privacy.ledger import RECORD_LEVEL, USER_LEVEL
+from fedrec.shared.privacy.ledger import LOCAL_DPSGD, RECORD_LEVEL, USER_LEVEL
 from fedrec.shared.privacy.report.consistency import consistency_findings
 from fedrec.shared.privacy.report.document import validate_report
 from fedrec.shared.privacy.report.inputs import GuaranteeInputs, Scope
@@ -135,7 +135,9 @@ def _guarantee(level: str, g: GuaranteeInputs, scope: dict[str, Any]) -> dict[st
         libraries[lib] = package_version(lib)
     if level == RECORD_LEVEL:
         libraries["opacus"] = package_version("opacus")
-    steps = sum(c.count for e in events for c in gaussian_components(e)) if level == RECORD_LEVEL else None
+    # DP-SGD steps only: a device's own noisy releases (LOCAL_RELEASE entries) are releases, not steps
+    steps = (sum(c.count for e in ledger if e.kind == LOCAL_DPSGD for c in gaussian_components(e.event))
+             if level == RECORD_LEVEL else None)
     section = {
         "statement": "",
         "privacy_unit": {"unit": "user" if level == USER_LEVEL else "record",

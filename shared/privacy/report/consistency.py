@@ -17,7 +17,7 @@ from typing import Any, Literal
 from fedrec.shared.io import package_version
 from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
 from fedrec.shared.privacy.events import gaussian_components
-from fedrec.shared.privacy.ledger import RECORD_LEVEL, USER_LEVEL, PrivacyLedger
+from fedrec.shared.privacy.ledger import LOCAL_RELEASE, RECORD_LEVEL, USER_LEVEL, PrivacyLedger
 from fedrec.shared.privacy.report.lifetime import (
     format_keys,
     has_runs,
@@ -132,7 +132,7 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
                                    f"{ledger.adjacency}")]
     declared = {r["name"]: r for r in g.get("releases") or []}
     # entries of a declared round-0 release are checked against its declaration; the rest against the mechanism
-    is_release = [str(e.metadata.get("release", "")) in declared for e in ledger]
+    is_release = [e.kind == LOCAL_RELEASE or str(e.metadata.get("release", "")) in declared for e in ledger]
     flat = [c for comps, rel in zip(components, is_release, strict=True) if not rel for c in comps]
     last_run = ledger.runs()[-1] if has_runs(ledger) else None
     # what the declared mechanism and sampling describe: the last run's entries (all without runs), releases aside
@@ -187,7 +187,7 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
                                                                     else "") or "metadata matches every event"))
 
     # -- round-0 releases as declared
-    if declared or any(e.metadata.get("release") not in (None, "adapter") for e in ledger):
+    if declared or any(is_release) or any(e.metadata.get("release") not in (None, "adapter") for e in ledger):
         out.append(f("releases.declared", *_release_check(ledger, components, declared)))
 
     # -- noise as configured (with runs: the current run's releases; earlier runs are checked by ledger.runs)
@@ -241,26 +241,38 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
 
 def _release_check(ledger: PrivacyLedger, components: list, declared: Mapping[str, Any]) -> tuple[bool, str]:
     """Every entry naming a release matches its declaration: round 0, a plain Gaussian (no sampling) with the
-    declared noise multiplier and sensitivity, each release at most once; no undeclared release name."""
+    declared noise multiplier and sensitivity, each release at most once per run; no undeclared release name.
+
+    In a device's lifetime ledger the declarations describe the current (last) run; a release of an earlier run
+    must still be round 0, one unsampled Gaussian and once per run (its noise may differ)."""
     problems, seen = [], set()
+    last_run = ledger.runs()[-1] if has_runs(ledger) else None
     for i, (entry, comps) in enumerate(zip(ledger, components, strict=True)):
         name = entry.metadata.get("release")
-        if name in (None, "adapter"):
+        if name in (None, "adapter") and entry.kind != LOCAL_RELEASE:
             continue
-        if name not in declared:
+        current = last_run is None or entry.run == last_run
+        if current and name not in declared:
             problems.append(f"entries[{i}] names release {name!r}, which the section does not declare")
             continue
+        if (entry.run, name) in seen:
+            problems.append(f"entries[{i}]: release {name!r} appears twice" + (f" in run {entry.run!r}"
+                                                                                if entry.run else ""))
+        seen.add((entry.run, name))
+        shape_ok = entry.round == 0 and len(comps) == 1 and comps[0].sample_rate is None and comps[0].count == 1
+        if not current:
+            if not shape_ok:
+                problems.append(f"entries[{i}] (release {name!r} of run {entry.run!r}) is not round 0, one "
+                                "unsampled Gaussian")
+            continue
         r = declared[name]
-        if name in seen:
-            problems.append(f"entries[{i}]: release {name!r} appears twice")
-        seen.add(name)
-        ok = (entry.round == 0 and len(comps) == 1 and comps[0].sample_rate is None and comps[0].count == 1
-              and math.isclose(comps[0].noise_multiplier, r["noise_multiplier"], rel_tol=1e-12)
+        ok = (shape_ok and math.isclose(comps[0].noise_multiplier, r["noise_multiplier"], rel_tol=1e-12)
               and _same(entry.metadata.get("clip_norm"), r["sensitivity"]))
         if not ok:
             problems.append(f"entries[{i}] (release {name!r}) is not round 0, Gaussian(z = {r['noise_multiplier']}) "
                             f"with sensitivity {r['sensitivity']} and no sampling, as declared")
-    return not problems, "; ".join(problems) or f"{len(seen)} round-0 release(s) as declared: {sorted(seen)}"
+    names = sorted({n for _, n in seen})
+    return not problems, "; ".join(problems) or f"{len(seen)} round-0 release(s) as declared: {names}"
 
 
 def _curve_finding(name: str, g: Mapping[str, Any]) -> Finding:

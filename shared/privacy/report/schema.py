@@ -54,7 +54,7 @@ _LEDGER = _obj({
     "adjacency": _ADJACENCY,
     "subject": _STR,
     "entries": {"type": "array", "items": _obj(
-        {"round": _INT0, "kind": {"enum": ["user-level release", "local DP-SGD"]},
+        {"round": _INT0, "kind": {"enum": ["user-level release", "local DP-SGD", "local release"]},
          "event": {"type": "object", "required": ["dp_event"]}},
         {"metadata": _OBJ, "run": _TEXT, "release": _INT0})},  # run, release: ledger version 2 (lifetime)
 })

@@ -84,12 +84,12 @@ def test_without_an_adapter_share_the_budget_goes_to_the_releases_and_no_adapter
 
 
 def test_records_never_enter_a_release_without_noise() -> None:
-    """With record-level DP alone the releases take record_dp's z (no release is exact); each costs a device's
-    example slot the Gaussian with half the multiplier (a slot change moves the contribution by up to 2 Δ)."""
+    """With record-level DP alone the releases take record_dp's z (no release is exact); the device adds that
+    noise itself, scaled to one record's effect, so each release costs it one Gaussian with that multiplier."""
     noise = release_noise(RunConfig.from_mapping({"record_dp.enabled": True, "record_dp.noise_multiplier": 3.0}))
     assert set(noise.values()) == {3.0}
     assert set(release_noise(RunConfig()).values()) == {0.0}
-    assert record_cost(3.0) == dp_accounting.GaussianDpEvent(1.5)
+    assert record_cost(3.0) == dp_accounting.GaussianDpEvent(3.0)
 
 
 def test_later_releases_are_indexed_by_the_noisy_popularity_and_the_report_declares_each() -> None:
