@@ -10,9 +10,9 @@ import pytest
 
 from fedrec.server.releases import run_releases
 from fedrec.shared.hybrid.statistics import StatisticSpec
+from fedrec.shared.privacy.keys import load_public_key
 from fedrec.shared.privacy.ledger import LOCAL_RELEASE, PrivacyLedger
 from fedrec.shared.privacy.report import has_failures, verify_report_file
-from fedrec.shared.privacy.keys import load_public_key
 
 
 @pytest.mark.parametrize(("kind", "k", "expected"), [("popularity", 5, math.sqrt(2)),
