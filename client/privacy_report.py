@@ -30,9 +30,9 @@ from fedrec.shared.train.dp_sgd import NOISE_RNG, OPACUS_ACCOUNTANTS, plan_round
 
 #: Appended to the unit when the ledger holds the device's own noisy releases (`client.statistics`).
 RELEASE_UNIT_NOTE = (
-    " Its round-0 releases (local release entries) bound the effect of one listening record on the device's "
-    "contribution (the sensitivity each entry records), not of a whole slot, so with them the composed guarantee "
-    "is for one listening record."
+    " Its round-0 releases (local release entries) are built from one item per slot (the slot's most played), so "
+    "adding or removing a slot moves the device's contribution by at most the sensitivity each entry records, "
+    "and its own noise is that times the entry's noise multiplier: the same unit as its DP-SGD steps."
 )
 
 #: What a DP device sends to the server outside the guarantee (plain metrics), for the report's trust notes.

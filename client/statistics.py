@@ -22,11 +22,12 @@ from flwr.app import Context, Message, MetricRecord
 from fedrec.client.record_dp import charge_release
 from fedrec.client.setup import RoundSetup, device_budget, read_setup
 from fedrec.client.train import reply_with, sent_metrics
-from fedrec.shared.hybrid.statistics import RECORD_NOISE_KEY, StatisticSpec
+from fedrec.shared.hybrid.statistics import RECORD_NOISE_KEY, StatisticSpec, one_per_slot
 from fedrec.shared.hybrid.text import TextFeatures, text_features
 from fedrec.shared.model.build import build_model
 from fedrec.shared.protocol import RECORD_EPSILON_METRIC, peak_rss_mb
 from fedrec.shared.train.dp_sgd import record_epsilon
+from fedrec.shared.train.examples import bucket_of
 
 
 def _text(setup: RoundSetup) -> TextFeatures:
@@ -59,7 +60,12 @@ def contribute(msg: Message, context: Context) -> Message:
                 return charged
             ledger = charged
         text = _text(setup) if spec.kind == "cross" else None
-        contribution = spec.contribution(setup.split.train_items, setup.split.train_weights, text)
+        items, counts = setup.split.train_items, setup.split.train_weights
+        if ledger is not None:  # the ledger's unit is a slot: one item per slot (record_sensitivity relies on it)
+            buckets = setup.cfg.train.examples_per_user
+            slots = np.array([bucket_of(setup.catalog.item_ids[int(i)], buckets) for i in items], dtype=np.int64)
+            items, counts = one_per_slot(items, counts, slots)
+        contribution = spec.contribution(items, counts, text)
         if ledger is not None:  # record-level DP alone: this device's own noise, as charged
             contribution = add_local_noise(contribution, local_z * spec.record_sensitivity)
             extra[RECORD_EPSILON_METRIC] = record_epsilon(ledger, device_budget(setup.cfg, context))

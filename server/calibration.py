@@ -85,8 +85,9 @@ def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
 
 def record_cost(noise_multiplier: float) -> dp_event.DpEvent:
     """What one release costs a device under record-level DP alone: the device adds Gaussian noise of std
-    z x `StatisticSpec.record_sensitivity` (the L2 change one listening record can make to its contribution) before
-    the contribution leaves it (`client.statistics`), so the release is one Gaussian event with multiplier z."""
+    z x `StatisticSpec.record_sensitivity` (the L2 change one example slot can make to its one-item-per-slot
+    contribution) before the contribution leaves it (`client.statistics`), so the release is one Gaussian event
+    with multiplier z."""
     return dp_event.GaussianDpEvent(noise_multiplier)
 
 

@@ -55,6 +55,22 @@ def top_k_items(items: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
     return np.sort(items[order[:k]])
 
 
+def one_per_slot(items: np.ndarray, counts: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(items, counts) keeping each slot's most-played item only (ties: the lower catalog index).
+
+    Under record-level DP the unit is one training-example slot (`fedrec.shared.train.examples.bucket_of`): a
+    contribution built from one item per slot changes by one item leaving its top-k and at most one entering
+    when a whole slot is added or removed, which `StatisticSpec.record_sensitivity` relies on.
+    """
+    items = np.asarray(items, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.float64)
+    order = np.lexsort((items, -counts, np.asarray(slots)))  # by slot, then most played, then lower index
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = np.asarray(slots)[order][1:] != np.asarray(slots)[order][:-1]
+    keep = order[first]
+    return items[keep], counts[keep]
+
+
 @dataclass(frozen=True)
 class StatisticSpec:
     """One release's public description: what every device computes (it travels in the release's messages).
@@ -94,9 +110,10 @@ class StatisticSpec:
 
     @property
     def record_sensitivity(self) -> float:
-        """The L2 change adding or removing one listening record can make to a device's contribution.
+        """The L2 change adding or removing one example slot can make to a device's contribution built from one
+        item per slot (`one_per_slot`), the unit of a device's record-level ledger.
 
-        The top-k indicator x changes by at most one item leaving and one entering (the record's item, and the
+        The top-k indicator x changes by at most one item leaving and one entering (the slot's item, and the
         (k+1)-th most played): ||dx|| <= sqrt(2). Popularity sends x: sqrt(2). Co-occurrence sends the upper
         triangle of x x^T: the entries of the leaving item's row (at most k) and of the entering one's, so
         sqrt(2k). Cross sends code x^T, and the text code moves with every record: only the generic bound, twice
