@@ -110,6 +110,10 @@ def run_releases(grid: Grid, fed: Federation, noise: dict[str, float]) -> list[t
                          release=StatisticRelease(kind, fed.user_dp, noise_multiplier=z, sensitivity=spec.sensitivity))
         outcome = run_round(grid, fed, 0, task)
         new: State = {}
+        if outcome.update is not None and not outcome.row.get("updates") and z == 0:
+            # no contribution and no central noise (every device declined or failed): exact zeros are no statistic
+            outcome.update = None
+            outcome.row["status"] = "failed: no contributions"
         if outcome.update is not None:
             contributors = max(1, outcome.row.get("updates", 0))
             sigma = math.sqrt((z * spec.sensitivity) ** 2 + contributors * local_sigma**2)  # the sum's noise std

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import dp_accounting
 
-from fedrec.shared.model.build import set_global_state
+from fedrec.shared.model.build import build_model, set_global_state
 from fedrec.shared.model.export import export_trained
 from fedrec.shared.model.scoring import prepare_for_scoring
 from fedrec.shared.privacy.accountants import make_accountant
@@ -47,9 +47,12 @@ def close_run(fed: Federation) -> dict:
     the run's summary."""
     export = None
     if fed.succeeded or fed.released:  # an adapter round released an update, or the statistics were released
-        set_global_state(fed.model, fed.global_state)
-        prepare_for_scoring(fed.model, fed.catalog, fed.cfg)
-        export = export_trained(fed.run / EXPORT_DIR, model=fed.model, cfg=fed.cfg, catalog=fed.catalog,
+        # a model of its own: the process's cached model (build_model) is shared with in-process clients and
+        # callers that expect its initial weights
+        model = build_model(fed.cfg, fed.catalog, cached=False)
+        set_global_state(model, fed.global_state)
+        prepare_for_scoring(model, fed.catalog, fed.cfg)
+        export = export_trained(fed.run / EXPORT_DIR, model=model, cfg=fed.cfg, catalog=fed.catalog,
                                 state=fed.global_state, run=fed.run, released=fed.released)
     doc = build_summary(fed.run, planned=fed.cfg.run.rounds, released=fed.succeeded, export=export)
     write_summary(fed.run, doc)

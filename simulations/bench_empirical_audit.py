@@ -3,7 +3,8 @@
     python -m fedrec.simulations.bench_empirical_audit [--data ../shared/data/hetrec2011-lastfm-2k]
         [--record-users 40] [--record-rounds 2] [--record-clients-per-round 10] [--record-eps 1,4,8,none]
         [--user-users 10] [--user-rounds 2] [--canary-clients 1000] [--user-sample-rate 1] [--user-eps 1,4,8,none]
-        [--engine inprocess|ray] [--out simulations/results/empirical_audit.md]
+        [--engine inprocess|ray] [--out simulations/results/empirical_audit.md] [--note "machine load"]
+        [--render RUN_DIR...]   # last: write the results from finished runs of this benchmark, run nothing
 
 One federated run per row, each with the audit inside it (`fedrec.server.empirical_audit`). The two guarantees
 get their own design, because what gives an audit power differs:
@@ -19,6 +20,11 @@ get their own design, because what gives an audit power differs:
   with probability q (Poisson, amplification claimed). The score is white-box: the inner product of every round's
   released noisy update with the canary's direction, summed over rounds;
 * "none": the same design without DP (the attack's power when nothing protects the canaries).
+
+No release phase (`hybrid.releases` is set empty unless --set gives it): with the default hybrid.shares a target
+epsilon goes to the round-0 releases and no adapter round would run, leaving the canaries nothing to measure.
+Each run keeps the bench's own figures (name, wall time, date, command) in `<run>/audit/bench.json`, so the
+results file can be written again from finished runs (--render) if the benchmark was stopped before its end.
 
 Why many canary clients and full participation: the bound's power grows with the number of guesses (a fixed
 fraction of the canaries) and with how far an included canary's score stands from an excluded one's, which is
@@ -43,6 +49,7 @@ from fedrec.shared.config import RunConfig
 from fedrec.simulations.bench_lastfm2k import DEFAULT_DATA, machine
 
 OUT = Path(__file__).parent / "results" / "empirical_audit.md"
+BENCH_FILE = "bench.json"  # in <run>/audit/: the bench's own figures of a run (name, wall time, date)
 
 
 def _eps_list(text: str) -> list[float | None]:
@@ -52,13 +59,25 @@ def _eps_list(text: str) -> list[float | None]:
     return out
 
 
-def _run(name: str, base: dict[str, Any], changes: dict[str, Any], engine: str) -> dict[str, Any]:
+def _run(name: str, base: dict[str, Any], changes: dict[str, Any], engine: str, argv: list[str]) -> dict[str, Any]:
     from fedrec.simulations.simulate import simulate
 
     cfg = RunConfig.from_mapping({**base, **changes, "run.name": f"{base['run.name']}-{name}"}, source=name)
     t0 = time.perf_counter()
     run = simulate(cfg, engine=engine)
     wall = time.perf_counter() - t0
+    (run / "audit").mkdir(exist_ok=True)
+    (run / "audit" / BENCH_FILE).write_text(json.dumps({"name": name, "wall": wall, "argv": argv,
+                                                        "date": time.strftime("%Y-%m-%d", time.gmtime())}))
+    out = _load(run, name, wall)
+    print(f"{name}: wall {wall:.0f} s, audit {out['audit_seconds']:.1f} s, "
+          + "; ".join(f"{lv}: bound {a['epsilon_lower_bound']:.3g} claimed {a['claimed_epsilon']}"
+                      for lv, a in out["audits"].items()), flush=True)
+    return out
+
+
+def _load(run: Path, name: str, wall: float) -> dict[str, Any]:
+    """One finished run's figures: its audit results, calibrated z, final NDCG@10, and the bench's wall time."""
     rounds = json.loads((run / "rounds.json").read_text())
     last = next((r for r in reversed(rounds) if "eval_ndcg@10" in r), {})
     calibrated = json.loads((run / "config.json").read_text())["config"]["user_dp"]  # after target calibration
@@ -69,10 +88,20 @@ def _run(name: str, base: dict[str, Any], changes: dict[str, Any], engine: str) 
         doc = json.loads(results.read_text())
         out["audits"] = {a["level"]: a for a in doc["audits"]}
         out["audit_seconds"] = float(doc["audit_seconds"])
-    print(f"{name}: wall {wall:.0f} s, audit {out['audit_seconds']:.1f} s, "
-          + "; ".join(f"{lv}: bound {a['epsilon_lower_bound']:.3g} claimed {a['claimed_epsilon']}"
-                      for lv, a in out["audits"].items()), flush=True)
     return out
+
+
+def _rendered(args: argparse.Namespace) -> list[tuple[str, float | None, dict[str, Any], dict[str, Any]]]:
+    """--render: the rows of finished runs, from their directories (`audit/bench.json` names each one)."""
+    rows = []
+    for d in map(Path, args.render):
+        bench = json.loads((d / "audit" / BENCH_FILE).read_text())
+        level = {"user": "user-level", "record": "record-level"}[bench["name"].split("-")[0]]
+        dp = json.loads((d / "config.json").read_text())["config"][level.replace("-level", "_dp")]
+        run = _load(d, bench["name"], float(bench["wall"]))
+        run["date"], run["argv"] = bench.get("date"), bench.get("argv")
+        rows.append((level, dp["target_epsilon"] if dp["enabled"] else None, run["audits"][level], run))
+    return rows
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", "-s", action="append", default=[], help="extra RunConfig KEY=VALUE (both designs)")
     ap.add_argument("--run-dir", default="runs")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--note", default="", help="said after the machine in the results (for example the load)")
+    ap.add_argument("--render", nargs="+", metavar="RUN_DIR", default=None,
+                    help="run nothing: write the results from these finished runs of this benchmark (pass the "
+                         "settings they ran with; last on the command line)")
     return ap
 
 
@@ -110,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     common: dict[str, Any] = {"data.source": args.data, "run.dir": args.run_dir,
                               "run.name": f"bench-audit-{time.strftime('%Y%m%d-%H%M%S')}",
+                              # no release phase: the whole claimed epsilon goes to the audited adapter rounds (with
+                              # the default hybrid.shares a target would go to the releases and no round would run)
+                              "hybrid.releases": "",
                               **dict(kv.split("=", 1) for kv in args.set)}
     record = {**common, "audit.guess_fraction": args.record_guess_fraction,
               "data.max_users": args.record_users, "run.rounds": args.record_rounds,
@@ -122,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
             "audit.canary_clients": args.canary_clients, "user_dp.delta": args.user_delta,
             **({"run.client_sampling": "fixed", "run.fraction_train": 1.0} if q >= 1 else
                {"run.client_sampling": "poisson", "run.fraction_train": q})}
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if args.render:
+        rows = _rendered(args)
+        # the command the runs were measured with (kept in their bench.json), else this one's settings
+        ran = next((r[3]["argv"] for r in rows if r[3].get("argv")), argv[:argv.index("--render")])
+        write_report(Path(args.out), rows, args, participation=participation, power=True, argv=ran, rendered=True)
+        print(f"wrote {args.out}")
+        return 0
     rows: list[tuple[str, float | None, dict[str, Any], dict[str, Any]]] = []  # (level, target, audit, run)
     plan = [("user-level", eps, user, {} if eps is None else {"user_dp.enabled": True, "user_dp.target_epsilon": eps})
             for eps in _eps_list(args.user_eps)]
@@ -129,13 +173,53 @@ def main(argv: list[str] | None = None) -> int:
         "record_dp.enabled": True, "record_dp.target_epsilon": eps, "record_dp.target_rounds": participation})
         for eps in _eps_list(args.record_eps)]
     for i, (level, eps, base, dp) in enumerate(plan):
-        run = _run(f"{level.split('-')[0]}-{'nodp' if eps is None else f'eps{eps:g}'}", base, dp, args.engine)
+        run = _run(f"{level.split('-')[0]}-{'nodp' if eps is None else f'eps{eps:g}'}", base, dp, args.engine, argv)
         rows.append((level, eps, run["audits"][level], run))
         # the table so far after every run (a long benchmark keeps what it measured); the power table at the end
         write_report(Path(args.out), rows, args, participation=participation, power=i == len(plan) - 1,
-                     argv=argv if argv is not None else sys.argv[1:])
+                     argv=argv)
     print(f"wrote {args.out}")
     return 0
+
+
+def reading(rows, args) -> list[str]:
+    """The closing note, from the rows themselves: claims against bounds, the attack without DP, the ε = 8 target."""
+    from fedrec.shared.privacy.empirical import epsilon_lower_bound, gaussian_pair_epsilon
+
+    lines = ["## Reading it", ""]
+    over = [f"{lv} target {t}" for lv, t, a, _ in rows
+            if a["claimed_epsilon"] is not None and a["epsilon_lower_bound"] > a["claimed_epsilon"]]
+    lines.append("* **No lower bound exceeds its claim.**" if not over else
+                 f"* **A lower bound exceeds its claim** ({', '.join(over)}): a privacy bug.")
+    for level in ("user-level", "record-level"):
+        for lv, t, a, _ in rows:
+            if lv == level and t is None:
+                ceiling = epsilon_lower_bound(m=a["canaries"], r=a["guesses"], v=a["guesses"], delta=a["delta"],
+                                              confidence=a["confidence"])
+                lines.append(f"* **{level}, no DP**: {a['correct']} of {a['guesses']} guesses correct "
+                             f"({100 * a['correct'] / max(1, a['guesses']):.0f}%), lower bound "
+                             f"{a['epsilon_lower_bound']:.3g}; with {a['guesses']} guesses on {a['canaries']} "
+                             f"canaries even all correct would give at most {ceiling:.3g}.")
+    for lv, t, a, _ in rows:
+        if lv == "user-level" and t == 8:
+            b, c = a["epsilon_lower_bound"], a["claimed_epsilon"]
+            lines.append("* **Target (issue 15): at claimed user-level ε = 8 the lower bound is at least 1.6 (within "
+                         f"5x)**: {'met' if b >= 1.6 else 'missed'}, {b:.3g} at a claim of {c:.3g}"
+                         + (f" ({c / b:.1f}x below it)." if b > 0 else "."))
+    high = [f"{num_g(t)}: {e['epsilon']:.3g} at a claim of {a['claimed_epsilon']:.3g}, "
+            f"{gaussian_pair_epsilon(0.0, e['null_std'], e['mean'], e['null_std'], delta=e['delta']):.3g} with the "
+            f"null's spread (fitted std {e['std']:.3g} vs null {e['null_std']:.3g})"
+            for lv, t, a, _ in rows if (e := a.get("estimate")) and a["claimed_epsilon"] is not None
+            and e["epsilon"] > a["claimed_epsilon"]]
+    lines.append("* The one-shot estimates (Andrew et al.) are estimates, not bounds, and are not checked against the "
+                 "claim" + (f"; above it here at target ε = {'; '.join(high)}. At small δ the fitted ε is very "
+                            "sensitive to the fitted mean and to any spread mismatch between the two Gaussians"
+                            if high else "") + ".")
+    return lines
+
+
+def num_g(x: float | None) -> str:
+    return "none" if x is None else f"{x:g}"
 
 
 # (q, rounds) designs and canary counts of the power table; q = 1 is full participation
@@ -183,7 +267,7 @@ def power_table(fraction: float, delta: float) -> list[str]:
     return lines
 
 
-def write_report(out: Path, rows, args, *, participation: int, power: bool, argv) -> None:
+def write_report(out: Path, rows, args, *, participation: int, power: bool, argv, rendered: bool = False) -> None:
     order = {"record-level": 0, "user-level": 1}
     rows = sorted(rows, key=lambda r: (order[r[0]], math.inf if r[1] is None else r[1]))
 
@@ -208,7 +292,8 @@ def write_report(out: Path, rows, args, *, participation: int, power: bool, argv
         f"canary's direction, summed over rounds. Guesses, fixed in advance: k+ = k- = "
         f"{args.record_guess_fraction:g} of the record canaries, {args.guess_fraction:g} of the canary clients. "
         "Lower bounds at 95% confidence (Steinke, Nasr & Jagielski 2023, with the delta term); the estimate is "
-        "Andrew et al. (2024), not a bound.",
+        "Andrew et al. (2024), not a bound. No release phase (`hybrid.releases` empty unless `--set` says "
+        "otherwise): the whole claimed ε goes to the audited adapter rounds, which are what the canaries measure.",
         "",
         "| guarantee | target ε | claimed ε (measured) | z | δ | canaries | guesses in/out | correct | lower bound "
         "(95%) | one-shot estimate | audit time (server) | run wall time | NDCG@10 |",
@@ -227,8 +312,12 @@ def write_report(out: Path, rows, args, *, participation: int, power: bool, argv
               f"δ = {args.user_delta:g}, guesses on {args.guess_fraction:g} of the canaries each way):", ""]
     lines += (power_table(args.guess_fraction, args.user_delta) if args.power and power else
               ["(computed after the last run; not with --no-power)"])
-    lines += ["", f"Command: `python -m fedrec.simulations.bench_empirical_audit {shlex.join(argv)}`", "",
-              f"Machine: {machine()}. Engine: {args.engine}.", "",
+    dates = sorted({r[3]["date"] for r in rows if r[3].get("date")}) or [time.strftime("%Y-%m-%d", time.gmtime())]
+    lines += ["", *reading(rows, args), "",
+              f"Command: `python -m fedrec.simulations.bench_empirical_audit {shlex.join(argv)}`"
+              + (" (this file then written from the finished runs with `--render RUN_DIR...`)" if rendered else ""),
+              "", f"Measured {', '.join(dates)} (UTC) on {machine()}{'; ' + args.note if args.note else ''}. "
+              f"Engine: {args.engine}. Each row is one full federated run with the audit inside it.", "",
               "A lower bound above the claimed ε would be a privacy bug (`fedrec audit verify` fails on it).", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -1,171 +1,265 @@
-"""Privacy-utility on Last.fm-2K: NDCG@10 / HR@10 at record-level and user-level target epsilons.
+"""Privacy-utility of the hybrid recommender on Last.fm-2K: one command, every row, baselines in the same run.
 
-Each setting is one full federated run (the real ServerApp loop and ClientApp, `--engine inprocess` by default so
-one process can own a GPU; `--engine ray` is Flower's simulation engine), evaluated at the end on every user's
-held-out item with full ranking over the catalog. Settings:
+    python -m fedrec.simulations.bench_privacy_utility --data ../shared/data/hetrec2011-lastfm-2k \\
+        --out simulations/results/privacy_utility.md [--lora-run RUN] [--federated RUN ...]
 
-    none        non-private
-    record:E    on-device DP-SGD, z calibrated so a device can train in `--record-rounds` rounds within E
-                (the device budget is E: a device sampled more often declines); item-bias step 1 (see below)
-    user:E      DP-FedAvg, Poisson client sampling (q = C/N), z calibrated so `--rounds` releases reach E
-    both:E      both, each at E
+What it does, in order (all on split seed 0, 1,877 evaluated users, full ranking, pessimistic ties):
 
-Item-bias step under record-level DP: the bias gradient of one step carries noise of std z*C/(q*K) per item, so
-the default SGD-like step of 50 turns into a random walk of the biases; 1.0 keeps the noise step small.
+1. Centralized references (non-private, they see everyone's data): popularity, ALS (implicit; the protocol's
+   64 factors and a grid chosen on validation), EASE and ItemKNN over artists with >= 2 listeners (chosen on
+   validation).
+2. For every privacy setting (non-private; user-level epsilon 8, 4, 2, 1, 0.5; record-level 8, 4, 1; both at 8):
+   each model family (popularity + co-occurrence, popularity + text cross, all three; popularity alone and
+   popularity + co-occurrence under record-level DP) has its release phase computed through fedrec's own code
+   (`simulations.hybrid_releases`: calibration, specs, noise, post-processing) on two *tuning* noise seeds; the
+   blend weights are chosen on the validation artist; the family with the best validation NDCG@10 is the row.
+   Its test figures come from fresh noise seeds (0, 1, 2 for non-private, epsilon 1 and 8; 0 otherwise).
+3. The trivially private floor (zero-shot MiniLM + popularity of top-50 indicators released once under DP, blend
+   weight 0.5 or 1 chosen on validation) and DP popularity alone, at every epsilon, in the same run.
+4. `--lora-run`: the LoRA ablation, the non-private hybrid with the adapter of that run as one more component
+   (its weight chosen on validation). `--federated`: rows read from real federated runs (`fedrec simulate
+   --preset hybrid-eps8`, ...), their NDCG@10 and wall time as the federation measured them.
 
-    python -m fedrec.simulations.bench_privacy_utility run --setting none --setting record:8 ... \\
-        --data ../shared/data/hetrec2011-lastfm-2k --out results.jsonl
-    python -m fedrec.simulations.bench_privacy_utility table results.jsonl \\
-        --out simulations/results/privacy_utility.md --plot simulations/results/privacy_utility.png
+Writes the markdown table, `<out>.json` and `<out>.png` (NDCG@10 against epsilon, the floor drawn in).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from fedrec.shared.config import RunConfig
-from fedrec.shared.run_dir import read_config
+from fedrec.simulations.hybrid_eval import EvalData, als_scores, blend, ease_scores, grid_search, itemknn_scores, tuned
+from fedrec.simulations.hybrid_releases import Parts, Population, ReleasePhase, describe, run_phase
 
-app = typer.Typer(add_completion=False, no_args_is_help=True)
+app = typer.Typer(add_completion=False)
 
-
-def setting_config(setting: str, base: RunConfig, *, record_rounds: int, record_bias_lr: float) -> RunConfig:
-    """The RunConfig of one setting ("none", "record:E", "user:E", "both:E")."""
-    kind, _, value = setting.partition(":")
-    if kind == "none":
-        return base
-    try:
-        eps = float(value)
-    except ValueError:
-        raise typer.BadParameter(f"setting {setting!r}: expected KIND:EPSILON, e.g. record:8") from None
-    cfg = base
-    if kind in ("record", "both"):
-        cfg = cfg.updated({"record_dp.enabled": True, "record_dp.target_epsilon": eps,
-                           "record_dp.target_rounds": record_rounds, "train.bias_learning_rate": record_bias_lr})
-    if kind in ("user", "both"):
-        cfg = cfg.updated({"user_dp.enabled": True, "run.client_sampling": "poisson", "user_dp.target_epsilon": eps})
-    if kind not in ("record", "user", "both"):
-        raise typer.BadParameter(f"setting {setting!r}: kind must be none, record, user or both")
-    return cfg
-
-
-def summarise(setting: str, run: Path, seconds: float) -> dict:
-    """One results row from a finished run directory (its rounds, config and privacy report)."""
-    rounds = json.loads((run / "rounds.json").read_text())
-    final = [r for r in rounds if "eval_ndcg@10" in r][-1]
-    cfg = read_config(run)
-    row = {"setting": setting, "run": str(run), "seconds": round(seconds, 1), "rounds": len(rounds),
-           "ndcg@10": final["eval_ndcg@10"], "hr@10": final["eval_hr@10"],
-           "updates": sum(r.get("updates", 0) for r in rounds), "declined": sum(r.get("declined", 0) for r in rounds),
-           "record_z": cfg.record_dp.noise_multiplier if cfg.record_dp.enabled else None,
-           "user_z": cfg.user_dp.noise_multiplier if cfg.user_dp.enabled else None}
-    report_path = run / "privacy-report.json"
-    if report_path.exists():
-        report = json.loads(report_path.read_text())
-        if report.get("user_level"):
-            acc = report["user_level"]["accounting"]
-            row["user_epsilon"], row["user_delta"] = acc["epsilon"], acc["delta"]
-        across = report.get("record_level_across_devices")
-        if across:
-            row["record_epsilon"] = {"devices": across["devices"], "delta": across["delta"],
-                                     "max": across["epsilon"]["max"], "median": across["epsilon"]["median"]}
-    return row
+TUNE_SEEDS = (100, 101)  # noise seeds the weights are chosen on; the reported rows never use them
+POP = {"hybrid.popularity_k": 25}
+GRAM = {"hybrid.gram_head": 300, "hybrid.gram_k": 20, "hybrid.gram_lambda": 100.0, "hybrid.gram_edge": 0.7}
+CROSS = {"hybrid.cross_items": 3000, "hybrid.cross_k": 25, "hybrid.cross_rank": 32, "hybrid.cross_lambda": 100.0}
+FAMILIES: dict[str, dict[str, Any]] = {
+    "pop": {"hybrid.releases": "popularity", "hybrid.shares": "popularity:1", **POP},
+    "pop+gram": {"hybrid.releases": "popularity,cooccurrence", "hybrid.shares": "popularity:0.25,cooccurrence:0.75",
+                 **POP, **GRAM},
+    "pop+cross": {"hybrid.releases": "popularity,cross", "hybrid.shares": "popularity:0.25,cross:0.75", **POP,
+                  **CROSS},
+    "pop+gram+cross": {"hybrid.releases": "popularity,cooccurrence,cross",
+                       "hybrid.shares": "popularity:0.25,cooccurrence:0.5625,cross:0.1875", **POP, **GRAM, **CROSS},
+}
+NONPRIVATE = {"hybrid.gram_head": 2000, "hybrid.gram_k": 50, "hybrid.cross_rank": 128, "hybrid.cross_k": 50}
+#: exact counts allow a larger head: the non-private row also tries EASE over (nearly) every user's whole history
+NONPRIVATE_WIDE = {**NONPRIVATE, "hybrid.gram_head": 6000, "hybrid.gram_k": 500}
+GRIDS = {"text": (1.0,), "pop": (0.0, 0.1, 0.3, 1.0), "gram": (0.5, 1.5, 3.0, 6.0), "cross": (0.3, 0.7)}
 
 
-@app.command()
-def run(
-    setting: Annotated[list[str], typer.Option(help="none | record:E | user:E | both:E (repeatable)")],
-    data: Annotated[str, typer.Option(help="Last.fm-2K directory")] = "../shared/data/hetrec2011-lastfm-2k",
-    model: Annotated[str, typer.Option(help="'minilm' or a local model directory")] = "minilm",
-    rounds: Annotated[int, typer.Option(help="federated rounds")] = 40,
-    clients: Annotated[int, typer.Option(help="clients per round (expected, under Poisson sampling)")] = 50,
-    record_rounds: Annotated[int, typer.Option(help="rounds a device can afford within its target")] = 3,
-    record_bias_lr: Annotated[float, typer.Option(help="item-bias step under record-level DP")] = 1.0,
-    max_users: Annotated[int, typer.Option(help="first N users only (0 = all), for a quick check")] = 0,
-    engine: Annotated[str, typer.Option(help="'inprocess' or 'ray'")] = "inprocess",
-    run_dir: Annotated[str, typer.Option(help="parent of the run directories")] = "runs/privacy-utility",
-    out: Annotated[Path, typer.Option(help="JSON-lines file the rows are appended to")] = Path("results.jsonl"),
-) -> None:
-    """Run each setting as a full federated run and append one JSON row per setting to OUT."""
-    from fedrec.simulations.simulate import simulate
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    unit: str  # "none", "user", "record slot", "user + record slot"
+    epsilon: float | None
+    families: tuple[str, ...]
+    seeds: tuple[int, ...]
 
-    logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's RDP warns on every fractional order
-    base = RunConfig.from_mapping({"data.source": data, "model.name": model, "data.max_users": max_users,
-                                   "run.rounds": rounds, "run.clients_per_round": clients, "eval.every": rounds,
-                                   "run.dir": run_dir})
-    for s in setting:
-        cfg = setting_config(s, base, record_rounds=record_rounds, record_bias_lr=record_bias_lr)
-        cfg = cfg.updated({"run.name": f"{s.replace(':', '-')}-{os.getpid()}-{int(time.time())}"})
+    def config(self, family: str, base: RunConfig) -> RunConfig:
+        wide = family.endswith(" wide")
+        values: dict[str, Any] = {**FAMILIES[family.removesuffix(" wide")], "run.rounds": 0}
+        if self.unit == "none":
+            values.update(NONPRIVATE_WIDE if wide else NONPRIVATE)
+        else:  # noisy counts: zero those below 1.5 noise stds (the tail is mostly noise)
+            values["hybrid.popularity_threshold"] = 1.5
+        if "user" in self.unit:
+            values.update({"user_dp.enabled": True, "user_dp.target_epsilon": self.epsilon})
+        if "record" in self.unit:
+            values.update({"record_dp.enabled": True, "record_dp.target_epsilon": self.epsilon})
+        return base.updated(values, source=f"bench row {self.name}")
+
+
+def settings() -> list[Setting]:
+    three = ("pop+gram", "pop+cross", "pop+gram+cross")
+    out = [Setting("non-private", "none", None, ("pop+gram", "pop+gram+cross", "pop+gram wide"), (0,))]
+    out += [Setting(f"user ε={e:g}", "user", e, three, (0, 1, 2) if e in (8, 1) else (0,)) for e in (8, 4, 2, 1, 0.5)]
+    out += [Setting(f"record ε={e:g}", "record slot", e, ("pop", "pop+gram"), (0,)) for e in (8, 4, 1)]
+    out.append(Setting("both ε=8", "user + record slot", 8.0, ("pop+gram",), (0,)))
+    return out
+
+
+def weights_grid(parts: dict[str, np.ndarray]) -> dict[str, tuple[float, ...]]:
+    return {k: v for k, v in GRIDS.items() if k in parts}
+
+
+def run_family(setting: Setting, family: str, base: RunConfig, pop: Population, parts: Parts,
+               ) -> tuple[float, dict[str, float], RunConfig]:
+    """(validation NDCG@10 averaged over the tuning seeds, chosen weights, the row's config)."""
+    cfg = setting.config(family, base)
+    by_seed = [parts.of(run_phase(cfg, pop, seed).released) for seed in TUNE_SEEDS]
+    val, weights = grid_search(pop.data, by_seed, weights_grid(by_seed[0]))
+    return val, weights, cfg
+
+
+def report_row(setting: Setting, family: str, cfg: RunConfig, weights: dict[str, float], pop: Population,
+               parts: Parts, val: float) -> dict[str, Any]:
+    """The row's test figures over its report seeds (mean, sd), its privacy and cost."""
+    per: list[dict[str, float]] = []
+    phase: ReleasePhase | None = None
+    check = None
+    for seed in setting.seeds:
+        phase = run_phase(cfg, pop, seed)
         t0 = time.perf_counter()
-        path = simulate(cfg, engine=engine)
-        row = summarise(s, path, time.perf_counter() - t0)
-        with open(out, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        typer.echo(json.dumps(row))
+        scores = blend(parts.of(phase.released), weights, len(pop.data.users))
+        figures = pop.data.metrics(scores)
+        figures["score_seconds"] = time.perf_counter() - t0
+        per.append(figures)
+        if check is None:  # the matrices agree with HybridScorer, and the ranking with evaluate_scorer
+            check = {"max_abs_vs_hybrid_scorer": parts.check(phase.released, weights),
+                     **{f"evaluate_scorer_{k}": v for k, v in pop.data.check(np.asarray(scores)).items()}}
+    assert phase is not None
+    return {"setting": setting.name, "unit": setting.unit, "target_epsilon": setting.epsilon, "family": family,
+            "weights": weights, "val_tuning": val, **_stats(per), **describe(phase),
+            "seeds": list(setting.seeds), "check": check}
 
 
-ORDER = {"none": 0, "record": 1, "user": 2, "both": 3}
+def _stats(per: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("val", "test", "test_hr", "test_cold", "score_seconds"):
+        values = np.array([p[key] for p in per], dtype=np.float64)
+        out[key] = float(values.mean())
+        out[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out
 
 
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+def floor_rows(pop: Population, parts: Parts, base: RunConfig, epsilon: float | None) -> list[dict[str, Any]]:
+    """The floor (zero-shot MiniLM + DP popularity of top-50 indicators, w in {0.5, 1} on validation) and DP
+    popularity alone, at `epsilon` (None: exact counts)."""
+    values: dict[str, Any] = {"hybrid.releases": "popularity", "hybrid.shares": "popularity:1",
+                              "hybrid.popularity_k": 50, "run.rounds": 0}
+    if epsilon is not None:
+        values.update({"user_dp.enabled": True, "user_dp.target_epsilon": epsilon})
+    cfg = base.updated(values, source="floor")
+    phase = run_phase(cfg, pop, 0)
+    popularity = parts.of(phase.released)["pop"]
+    both = {"text": parts.floor_text, "pop": popularity}
+    val, w = grid_search(pop.data, [both], {"text": (1.0,), "pop": (0.5, 1.0)})
+    n = len(pop.data.users)
+    label = "non-private" if epsilon is None else f"ε={epsilon:g}"
+    return [{"setting": f"floor {label}", "target_epsilon": epsilon, "weights": w, **describe(phase),
+             **pop.data.metrics(blend(both, w, n))},
+            {"setting": f"DP popularity {label}", "target_epsilon": epsilon, **describe(phase),
+             **pop.data.metrics(blend({"pop": popularity}, {"pop": 1.0}, n))}]
+
+
+def central_rows(pop: Population) -> list[dict[str, Any]]:
+    """Popularity, ALS (protocol and tuned), EASE and ItemKNN, each chosen on validation."""
+    data, rows = pop.data, []
+    t0 = time.perf_counter()
+    counts = np.asarray(data.binary.sum(0)).ravel().astype(np.float32)
+    rows.append({"setting": "popularity (central)", **data.metrics(np.broadcast_to(counts, (len(data.users),
+                                                                                             data.num_items)))})
+    rows.append({"setting": "ALS protocol 64f (central)", **data.metrics(als_scores(data, 64, 0.01, 1.0))})
+    for name, build, grid in (("ALS tuned", als_scores, {"factors": (64, 128), "regularization": (1.0, 10.0),
+                                                         "alpha": (1.0,)}),
+                              ("EASE", ease_scores, {"lam": (50.0, 100.0, 200.0, 400.0)}),
+                              ("ItemKNN", itemknn_scores, {"alpha": (1.0, 2.0)})):
+        t1 = time.perf_counter()
+        figures, params = tuned(data, lambda b=build, **p: b(data, **p), grid)
+        rows.append({"setting": f"{name} (central)", "params": params, **figures,
+                     "seconds": round(time.perf_counter() - t1, 1)})
+    rows[0]["seconds"] = round(time.perf_counter() - t0, 1)
+    return rows
+
+
+def lora_rows(pop: Population, parts: Parts, run: Path, np_row: dict[str, Any], base: RunConfig,
+              ) -> list[dict[str, Any]]:
+    """The non-private hybrid with and without the LoRA adapter of `run` (its weight chosen on validation)."""
+    from fedrec.shared.model.recommend import load_trained
+    from fedrec.shared.model.scoring import score_users
+    from fedrec.simulations.hybrid_eval import maxnorm_rows
+
+    _, catalog, model = load_trained(run)
+    cfg = base.updated({"hybrid.releases": ""}, source="lora ablation")
+    lora = maxnorm_rows(score_users(model, pop.data.evaluated, catalog, cfg).astype(np.float32))
+    setting = next(s for s in settings() if s.name == "non-private")
+    cfg_np = setting.config(np_row["family"], base)  # the non-private row's family (exact sums: no noise seed)
+    released = run_phase(cfg_np, pop, 0).released
+    both = {**parts.of(released), "lora": lora}
+    n = len(pop.data.users)
+    val, w = grid_search(pop.data, [both], {**weights_grid(parts.of(released)), "lora": (0.0, 0.25, 0.5, 1.0)})
+    for k, v in np_row["weights"].items():
+        w.setdefault(k, v)
+    return [{"setting": "LoRA alone (zero-shot tower fine-tuned)", **pop.data.metrics(lora), "run": str(run)},
+            {"setting": "non-private hybrid + LoRA (weights on validation)", "weights": w, "val_tuning": val,
+             **pop.data.metrics(blend(both, w, n)), "run": str(run)}]
+
+
+def federated_rows(runs: list[Path]) -> list[dict[str, Any]]:
+    """Rows from real federated runs: their summary.json (status, evaluation, wall time, privacy)."""
+    out = []
+    for run in runs:
+        doc = json.loads((run / "summary.json").read_text())
+        ev = doc.get("evaluation") or {}
+        privacy = ((doc.get("privacy") or {}).get("user_level") or (doc.get("privacy") or {}).get("record_level")
+                   or {})
+        out.append({"setting": f"federated {run.name}", "status": doc["status"], "test": ev.get("ndcg@10"),
+                    "test_hr": ev.get("hr@10"), "users": ev.get("users"), "epsilon": privacy.get("epsilon"),
+                    "delta": privacy.get("delta"), "unit": privacy.get("unit"), "seconds": doc.get("seconds"),
+                    "statistics": doc.get("statistics")})
+    return out
 
 
 @app.command()
-def table(
-    results: Path,
-    out: Annotated[Path, typer.Option(help="Markdown table")] = Path("simulations/results/privacy_utility.md"),
-    plot: Annotated[Path | None, typer.Option(help="PNG plot of NDCG@10 against epsilon")] = None,
-    header: Annotated[str, typer.Option(help="Markdown written above the table")] = "",
-    reference: Annotated[list[str] | None, typer.Option(help="NAME=NDCG line on the plot, e.g. popularity=0.04")]
-    = None,
+def main(
+    data: Annotated[str, typer.Option(help="the HetRec Last.fm-2K directory")] = "../shared/data/hetrec2011-lastfm-2k",
+    out: Annotated[Path, typer.Option(help="markdown table; .json and .png beside it")] = Path(
+        "simulations/results/privacy_utility.md"),
+    lora_run: Annotated[Path | None, typer.Option(help="a LoRA run directory for the ablation")] = None,
+    federated: Annotated[list[Path], typer.Option(help="a federated hybrid run directory (repeatable)")] = [],  # noqa: B006
+    only: Annotated[list[str], typer.Option(help="run only these settings (by name), for a quick look")] = [],  # noqa: B006
 ) -> None:
-    """Turn the JSON rows into the Markdown results table (and a plot)."""
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    rows.sort(key=lambda r: (ORDER[r["setting"].split(":")[0]], -float(r["setting"].partition(":")[2] or 0)))
-    lines = [header.rstrip(), ""] if header else []
-    lines += ["| setting | record-level ε (target; max / median over devices) | record z | user-level ε (δ) | "
-              "user z | declined | NDCG@10 | HR@10 | wall s |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        rec = r.get("record_epsilon")
-        rec_txt = (f"{r['setting'].split(':')[1]}; {_fmt(rec['max'])} / {_fmt(rec['median'])}"
-                   if rec else "-")
-        user_txt = f"{_fmt(r['user_epsilon'])} ({r['user_delta']:.2g})" if "user_epsilon" in r else "-"
-        lines.append(f"| {r['setting']} | {rec_txt} | {_fmt(r['record_z'])} | {user_txt} | {_fmt(r['user_z'])} | "
-                     f"{r['declined']} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} | {r['seconds']:.0f} |")
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    typer.echo(out.read_text())
-    if plot is not None:
-        import matplotlib
+    """Regenerate the privacy-utility table (see the module docstring)."""
+    from fedrec.shared.data.federation import load_federation
+    from fedrec.shared.hybrid.text import text_features
+    from fedrec.shared.model.build import build_model
+    from fedrec.simulations.privacy_utility_report import write_report
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        base = [r for r in rows if r["setting"] == "none"]
-        for kind, marker in (("record", "o"), ("user", "s"), ("both", "^")):
-            pts = sorted((float(r["setting"].split(":")[1]), r["ndcg@10"]) for r in rows
-                         if r["setting"].startswith(kind + ":"))
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker=marker, label=f"{kind}-level" if kind != "both" else "both")
-        if base:
-            ax.axhline(base[0]["ndcg@10"], color="grey", linestyle="--", label="non-private")
-        for ref, style in zip(reference or [], (":", "-.", (0, (1, 3))), strict=False):
-            name, _, value = ref.partition("=")
-            ax.axhline(float(value), color="black", linestyle=style, linewidth=0.8, label=name)
-        ax.set_xlabel("target epsilon (record-level: per device; user-level: per user)")
-        ax.set_ylabel("NDCG@10 (full ranking)")
-        ax.set_title("Last.fm-2K: privacy vs utility")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plot, dpi=120)
+    started = time.perf_counter()
+    base = RunConfig.from_mapping({"data.source": data})
+    fed = load_federation(base)
+    table = build_model(base, fed.catalog).catalog.detach().cpu().numpy()
+    pop = Population(EvalData(list(fed.splits), len(fed.catalog)), fed.catalog, table, text_features(table))
+    parts = Parts(pop)
+    doc: dict[str, Any] = {"command": "python -m fedrec.simulations.bench_privacy_utility " + " ".join(
+        [f"--data {data}", f"--out {out}"] + ([f"--lora-run {lora_run}"] if lora_run else [])
+        + [f"--federated {r}" for r in federated]), "users": len(pop.data.splits),
+        "evaluated": len(pop.data.users), "items": pop.data.num_items,
+        "cold_users": int(pop.data.cold["test"].sum()), "rows": [], "floors": [], "central": central_rows(pop)}
+    print(f"central references done ({time.perf_counter() - started:.0f} s)", flush=True)
+    for setting in settings():
+        if only and setting.name not in only:
+            continue
+        t0 = time.perf_counter()
+        tried = {f: run_family(setting, f, base, pop, parts) for f in setting.families}
+        family = max(tried, key=lambda f: tried[f][0])
+        val, weights, cfg = tried[family]
+        row = report_row(setting, family, cfg, weights, pop, parts, val)
+        row["families_val"] = {f: v[0] for f, v in tried.items()}
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        doc["rows"].append(row)
+        print(f"{setting.name:14s} {family:15s} val {val:.4f} test {row['test']:.4f}±{row['test_sd']:.4f} "
+              f"cold {row['test_cold']:.4f} ε {row['epsilon']} ({row['seconds']:.0f} s)", flush=True)
+    for eps in (None, 8.0, 4.0, 2.0, 1.0, 0.5):
+        doc["floors"] += floor_rows(pop, parts, base, eps)
+    np_row = next((r for r in doc["rows"] if r["setting"] == "non-private"), None)
+    doc["lora"] = lora_rows(pop, parts, lora_run, np_row, base) if lora_run and np_row else []
+    doc["federated"] = federated_rows(list(federated))
+    doc["seconds"] = round(time.perf_counter() - started, 1)
+    write_report(doc, out)
+    print(f"wrote {out} ({doc['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
