@@ -56,6 +56,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
 NONPRIVATE = {"hybrid.gram_head": 2000, "hybrid.gram_k": 50, "hybrid.cross_rank": 128, "hybrid.cross_k": 50}
 #: exact counts allow a larger head: the non-private row also tries EASE over (nearly) every user's whole history
 NONPRIVATE_WIDE = {**NONPRIVATE, "hybrid.gram_head": 6000, "hybrid.gram_k": 500}
+THRESHOLDS = (0.0, 1.5)  # hybrid.popularity_threshold under DP, chosen on validation
 GRIDS = {"text": (1.0,), "pop": (0.0, 0.1, 0.3, 1.0), "gram": (0.5, 1.5, 3.0, 6.0), "cross": (0.3, 0.7)}
 
 
@@ -67,13 +68,21 @@ class Setting:
     families: tuple[str, ...]
     seeds: tuple[int, ...]
 
-    def config(self, family: str, base: RunConfig) -> RunConfig:
+    def variants(self) -> list[str]:
+        """Each family, and under DP each with the popularity threshold at 0 and at 1.5 noise stds."""
+        if self.unit == "none":
+            return list(self.families)
+        return [f"{f} τ{t:g}" for f in self.families for t in THRESHOLDS]
+
+    def config(self, variant: str, base: RunConfig) -> RunConfig:
+        """A variant ("pop+gram", "pop+gram wide", "pop+gram τ1.5") as the settings of a run."""
+        family, _, tau = variant.partition(" τ")
         wide = family.endswith(" wide")
         values: dict[str, Any] = {**FAMILIES[family.removesuffix(" wide")], "run.rounds": 0}
         if self.unit == "none":
             values.update(NONPRIVATE_WIDE if wide else NONPRIVATE)
-        else:  # noisy counts: zero those below 1.5 noise stds (the tail is mostly noise)
-            values["hybrid.popularity_threshold"] = 1.5
+        else:  # noisy counts below tau noise stds become 0 (the tail is mostly noise)
+            values["hybrid.popularity_threshold"] = float(tau or 0.0)
         if "user" in self.unit:
             values.update({"user_dp.enabled": True, "user_dp.target_epsilon": self.epsilon})
         if "record" in self.unit:
@@ -220,6 +229,7 @@ def main(
     lora_run: Annotated[Path | None, typer.Option(help="a LoRA run directory for the ablation")] = None,
     federated: Annotated[list[Path], typer.Option(help="a federated hybrid run directory (repeatable)")] = [],  # noqa: B006
     only: Annotated[list[str], typer.Option(help="run only these settings (by name), for a quick look")] = [],  # noqa: B006
+    central: Annotated[bool, typer.Option(help="the centralized references (minutes); off for a quick look")] = True,
 ) -> None:
     """Regenerate the privacy-utility table (see the module docstring)."""
     from fedrec.shared.data.federation import load_federation
@@ -237,13 +247,14 @@ def main(
         [f"--data {data}", f"--out {out}"] + ([f"--lora-run {lora_run}"] if lora_run else [])
         + [f"--federated {r}" for r in federated]), "users": len(pop.data.splits),
         "evaluated": len(pop.data.users), "items": pop.data.num_items,
-        "cold_users": int(pop.data.cold["test"].sum()), "rows": [], "floors": [], "central": central_rows(pop)}
+        "cold_users": int(pop.data.cold["test"].sum()), "rows": [], "floors": [],
+        "central": central_rows(pop) if central else []}
     print(f"central references done ({time.perf_counter() - started:.0f} s)", flush=True)
     for setting in settings():
         if only and setting.name not in only:
             continue
         t0 = time.perf_counter()
-        tried = {f: run_family(setting, f, base, pop, parts) for f in setting.families}
+        tried = {f: run_family(setting, f, base, pop, parts) for f in setting.variants()}
         family = max(tried, key=lambda f: tried[f][0])
         val, weights, cfg = tried[family]
         row = report_row(setting, family, cfg, weights, pop, parts, val)
