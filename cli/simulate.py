@@ -70,6 +70,8 @@ def simulate(
                                                       show_default=str(_DEFAULTS.audit.canary_clients))] = -1,
     resume: Annotated[Path | None, typer.Option(help="continue this interrupted run directory from its checkpoint "
                                                 "(its own settings; other settings must be left out)")] = None,
+    preset: Annotated[str, typer.Option(help="a named preset (hybrid-eps8, hybrid-nonprivate, quick, lastfm2k, ...) "
+                                        "or a .toml file, applied before the other options")] = "",
     fmt: OutputFormat = "text",
     quiet: Quiet = False,
 ) -> None:
@@ -111,6 +113,11 @@ def simulate(
                 cfg = resumable_config(resume, overrides=values)
             except CheckpointError as e:
                 raise ConfigError(str(e)) from None
+        elif preset:
+            from fedrec.shared.config import load_preset, preset_path
+
+            cfg = RunConfig.from_mapping(load_preset(preset), source=str(preset_path(preset)))
+            cfg = cfg.updated(values, source="command line") if values else cfg
         else:
             cfg = RunConfig.from_mapping(values, source="command line")
     except ConfigError as e:
