@@ -230,6 +230,8 @@ def main(
     federated: Annotated[list[Path], typer.Option(help="a federated hybrid run directory (repeatable)")] = [],  # noqa: B006
     only: Annotated[list[str], typer.Option(help="run only these settings (by name), for a quick look")] = [],  # noqa: B006
     central: Annotated[bool, typer.Option(help="the centralized references (minutes); off for a quick look")] = True,
+    from_json: Annotated[Path | None, typer.Option(
+        help="reuse the rows of an earlier run's JSON and only add --lora-run / --federated rows")] = None,
 ) -> None:
     """Regenerate the privacy-utility table (see the module docstring)."""
     from fedrec.shared.data.federation import load_federation
@@ -238,6 +240,9 @@ def main(
     from fedrec.simulations.privacy_utility_report import write_report
 
     started = time.perf_counter()
+    if from_json is not None:
+        _add_to(json.loads(from_json.read_text()), data, out, lora_run, list(federated), started)
+        return
     base = RunConfig.from_mapping({"data.source": data})
     fed = load_federation(base)
     table = build_model(base, fed.catalog).catalog.detach().cpu().numpy()
@@ -271,6 +276,30 @@ def main(
     doc["seconds"] = round(time.perf_counter() - started, 1)
     write_report(doc, out)
     print(f"wrote {out} ({doc['seconds']:.0f} s)")
+
+
+def _add_to(doc: dict[str, Any], data: str, out: Path, lora_run: Path | None, federated: list[Path],
+            started: float) -> None:
+    """Add the LoRA ablation and federated rows to an earlier run's document (its rows are kept as computed)."""
+    from fedrec.shared.data.federation import load_federation
+    from fedrec.shared.hybrid.text import text_features
+    from fedrec.shared.model.build import build_model
+    from fedrec.simulations.privacy_utility_report import write_report
+
+    if lora_run is not None:
+        base = RunConfig.from_mapping({"data.source": data})
+        fed = load_federation(base)
+        table = build_model(base, fed.catalog).catalog.detach().cpu().numpy()
+        pop = Population(EvalData(list(fed.splits), len(fed.catalog)), fed.catalog, table, text_features(table))
+        np_row = next(r for r in doc["rows"] if r["setting"] == "non-private")
+        doc["lora"] = lora_rows(pop, Parts(pop), lora_run, np_row, base)
+        doc["command"] += f" --lora-run {lora_run}"
+    if federated:
+        doc["federated"] = federated_rows(federated)
+        doc["command"] += "".join(f" --federated {r}" for r in federated)
+    doc["seconds"] = round(float(doc["seconds"]) + time.perf_counter() - started, 1)
+    write_report(doc, out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
