@@ -37,7 +37,7 @@ def test_the_ledger_holds_each_release_then_the_adapter_round(hybrid_run):
     run, output = hybrid_run
     ledger = PrivacyLedger.load(run / "ledger-user.json")
     assert [(e.round, e.metadata.get("release")) for e in ledger] == [(0, "popularity"), (0, "cooccurrence"),
-                                                                        (1, None)]
+                                                                        (1, "adapter")]
     assert "release popularity" in output and "round   0 (released statistics" in output
 
 
