@@ -15,8 +15,8 @@ from fedrec.shared.privacy.ledger import PrivacyLedger
 # What each report type covers unless the caller says otherwise; `not_covered` is the honest list of what
 # leaves the device or the server outside the DP mechanism.
 RUN_OUTPUTS_COVERED = ("every round's global adapter (each released aggregate, including intermediate ones)",
-                       "every statistic of the release phase, if the run has one (released.safetensors and what the devices score "
-                       "with: the noisy sums and their post-processing)")
+                       "every statistic of the release phase, if the run has one (released.safetensors and what the "
+                       "devices score with: the noisy sums and their post-processing)")
 DEVICE_OUTPUTS_COVERED = ("every adapter update this device sent to the server, in every round it trained in",
                           "every release-phase contribution this device sent with its own noise, if any (its 'local "
                           "release' entries)")
