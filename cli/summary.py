@@ -32,6 +32,14 @@ def _f(value: Any, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _stop_note(run: Path) -> str:
+    """"; stopped: <why> before round N (a normal end)" when the run stopped early (its budget), else ""."""
+    path = run / "rounds.json"
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    stop = next((r for r in rows if str(r.get("status", "")).startswith("stopped")), None)
+    return f"; {stop['status']} before round {stop['round']} (a normal end)" if stop else ""
+
+
 def summary_lines(run: Path, doc: dict[str, Any]) -> list[str]:
     """The summary's lines, from the run's summary.json document (plus what the command added)."""
     from fedrec.shared.run_dir import read_config
@@ -41,8 +49,10 @@ def summary_lines(run: Path, doc: dict[str, Any]) -> list[str]:
     cfg = read_config(run)
     lines = [
         f"run directory   {run}",
-        f"status          {doc['status']}: {rounds['released']}/{rounds['planned']} rounds released an update, in "
-        f"{_f(doc.get('seconds'), '.0f')} s",
+        f"status          {doc['status']}: "
+        + (f"{', '.join(doc['statistics'])} released; " if doc.get("statistics") else "")
+        + f"{rounds['released']}/{rounds['planned']} adapter rounds released an update, in "
+        f"{_f(doc.get('seconds'), '.0f')} s" + _stop_note(run),
         f"NDCG@10 / HR@10 {_f(ev.get('ndcg@10'))} / {_f(ev.get('hr@10'))} (full ranking, {ev.get('users', 0)} users)",
         f"sampled (99 neg) {_f(ev.get('ndcg@10_sampled'))} NDCG@10, coverage@10 {_f(ev.get('coverage@10'), '.3f')}",
     ]
@@ -52,8 +62,9 @@ def summary_lines(run: Path, doc: dict[str, Any]) -> list[str]:
     lines += [
         f"bytes/client    {_f(bytes_.get('down', 0) / 1e6, '.2f')} MB down, {_f(bytes_.get('up', 0) / 1e6, '.2f')} MB "
         "up per round",
-        f"adapter         {run / 'adapter.safetensors'}",
     ]
+    if doc.get("adapter"):
+        lines.append(f"adapter         {run / doc['adapter']}")
     if doc.get("export"):
         lines.append(f"model           {run / doc['export']} (PEFT adapter + model card; fedrec export)")
     noun = domain(cfg.data.domain).item

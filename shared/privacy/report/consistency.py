@@ -194,8 +194,9 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
     zs = sorted({c.noise_multiplier for c in current})
     which = f"run {ledger.runs()[-1]!r}'s releases" if has_runs(ledger) else "the ledger's releases"
     ok = (bool(zs) or any(is_release)) and all(math.isclose(z, mech["noise_multiplier"], rel_tol=1e-12) for z in zs)
-    out.append(f("mechanism.noise", ok, f"every release used z = {mech['noise_multiplier']}" if ok and not
-                 has_runs(ledger) else f"{which} used z = {mech['noise_multiplier']}" if ok else
+    out.append(f("mechanism.noise", ok, "no release of the declared mechanism (the round-0 statistics are checked "
+                 "by releases.declared)" if ok and not zs else f"every release used z = {mech['noise_multiplier']}"
+                 if ok and not has_runs(ledger) else f"{which} used z = {mech['noise_multiplier']}" if ok else
                  f"mechanism.noise_multiplier is {mech['noise_multiplier']} but {which} used z in {zs}"))
 
     # -- sampling as declared
