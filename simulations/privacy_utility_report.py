@@ -56,8 +56,9 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {r['setting']} | {r['unit']} | {_eps(r)} | {delta} | {r['family']} | {_f(r['val'])} | "
                      f"**{_pm(r, 'test')}** | {_f(r['test_hr'])} | {_f(r['test_cold'])} | "
                      f"{_f(fl['test']) if fl else 'n/a'} | {_f(dp['test']) if dp else 'n/a'} | {r['seconds']:.0f} |")
-    lines += ["", "Floor and DP popularity at the record-level rows: the user-level floor at the same ε is a "
-              "stricter unit, so the non-private floor is the comparison there.", "",
+    lines += ["", "Record-level rows are *local* DP (each device adds its own noise; nothing is trusted), so they are "
+              "set against the non-private floor; the user-level floor at the same ε (a central guarantee that also "
+              "covers one record) is in the baselines below.", "",
               "## Baselines in the same run", "",
               "| model | val NDCG@10 | test NDCG@10 | HR@10 | cold NDCG@10 | chosen on validation |",
               "|---|---|---|---|---|---|"]
