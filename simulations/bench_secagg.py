@@ -20,6 +20,7 @@ uploads are lost. Flower's own SecAgg+ (`bench_secagg_flower`) runs in the same 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -304,8 +305,11 @@ def main(argv: list[str] | None = None) -> None:
             f = flower_rounds(template, n, args.rounds, clip_norm=bench.cfg.user_dp.clip_norm)
             flower.append({"clients": n, **f})
             print(f"flower n={n}: {f}", flush=True)
+    figures = {"rows": rows, "flower": flower, "dim": int(sum(v.size for v in template.values())),
+               "args": {k: str(v) for k, v in vars(args).items()}, "argv": argv}
+    args.out.with_suffix(".json").write_text(json.dumps(figures, indent=1, default=float) + "\n", encoding="utf-8")
     write_report(args.out, rows, flower, template, args=vars(args), argv=argv)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":
