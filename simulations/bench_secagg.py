@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -282,8 +283,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-seconds", type=float, default=30.6,
                    help="a 100-client training round (simulations/results/scale.md) for the whole-round ratio")
     p.add_argument("--out", type=Path, default=Path("simulations/results/secure_aggregation.md"))
+    p.add_argument("--render", action="store_true", help="only rewrite --out from its .json (no measurement)")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
+    if args.render:
+        saved = json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8"))
+        saved_args = {**saved["args"], "train_seconds": float(saved["args"]["train_seconds"])}
+        write_report(args.out, saved["rows"], saved["flower"], {"update": np.zeros(saved["dim"], np.float32)},
+                     args=saved_args, argv=saved["argv"], measured=saved.get("measured"))
+        return
     _UnmaskTimer.install()
     template = {"update": np.zeros(args.dim, np.float32)} if args.dim else adapter_template(args.items)
     bench = Bench(bench_config(), template)
@@ -306,9 +314,10 @@ def main(argv: list[str] | None = None) -> None:
             flower.append({"clients": n, **f})
             print(f"flower n={n}: {f}", flush=True)
     figures = {"rows": rows, "flower": flower, "dim": int(sum(v.size for v in template.values())),
-               "args": {k: str(v) for k, v in vars(args).items()}, "argv": argv}
+               "args": {k: str(v) for k, v in vars(args).items()}, "argv": argv,
+               "measured": {"date": time.strftime("%Y-%m-%d"), "load": os.getloadavg()[0]}}
     args.out.with_suffix(".json").write_text(json.dumps(figures, indent=1, default=float) + "\n", encoding="utf-8")
-    write_report(args.out, rows, flower, template, args=vars(args), argv=argv)
+    write_report(args.out, rows, flower, template, args=vars(args), argv=argv, measured=figures["measured"])
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
