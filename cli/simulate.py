@@ -60,8 +60,8 @@ def simulate(
                                              "clients train at once; see docs/scale-out.md")] = "",
     secure_aggregation: Annotated[bool | None, typer.Option(
         "--secure-aggregation/--no-secure-aggregation",
-        help="SecAgg+: the server sees only masked uploads and their sum",
-        show_default=str(_DEFAULTS.secagg.enabled).lower())] = None,
+        help="SecAgg+: the server sees only masked uploads and their sum (secagg.mode; 'auto': on with user-level DP)",
+        show_default="auto")] = None,
     audit_canaries: Annotated[int, typer.Option(help="empirical record-level audit: M canary examples on users' "
                                                 "devices, each included with probability 1/2",
                                                 show_default=str(_DEFAULTS.audit.canaries))] = -1,
@@ -122,6 +122,8 @@ def simulate(
             cfg = RunConfig.from_mapping(values, source="command line")
     except ConfigError as e:
         raise fail(str(e), as_json=as_json) from None
+    if cfg.secagg_warning:  # stderr, so --json output stays one document
+        err_console.print(f"[yellow]{escape(cfg.secagg_warning)}[/yellow]", highlight=False)
     from fedrec.simulations.simulate import simulate as run_sim
 
     started = time.perf_counter()

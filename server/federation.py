@@ -187,6 +187,8 @@ class Federation:
         sampler = Sampler(cfg, population, secret=cfg.user_dp.enabled)
         if note := cfg.run.cohort_note(population):
             log.warning("%s", note)  # a clamped cohort is said, never silent
+        if warning := cfg.secagg_warning:
+            log.warning("%s", warning)  # secure aggregation turned off where it is on by default
         release: Release = (DpFedAvgRelease(cfg, population, sample_rate=sampler.sample_rate,
                                             poisson=sampler.poisson) if cfg.user_dp.enabled else MeanRelease())
         fed = cls(cfg=cfg, run=run, catalog=pop.catalog, model=model, order=order,

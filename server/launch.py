@@ -70,6 +70,8 @@ def serve(plan: ServerPlan, say: Say = print) -> RunOutcome:
                           "per round: lower --clients-per-round")  # asked for explicitly: an error, not a clamp
     if note:
         say(f"warning: {note} (the default; set --clients-per-round)")
+    if cfg.secagg_warning:  # a deployment runs SecAgg+ unless told not to, and then says so
+        say(cfg.secagg_warning)
     say(f"deployed run {cfg.run.name}: {cfg.run.deployment_nodes} devices, catalog {len(population.catalog)} items, "
         f"{cfg.run.rounds} rounds -> {Path(cfg.run.dir) / cfg.run.name}")
     app_dir = plan.work_dir / "app"

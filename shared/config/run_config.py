@@ -52,6 +52,9 @@ FIELDS: dict[str, dataclasses.Field] = {
 }
 #: the pre-section flat key (kebab-case) -> its dotted key (fields added after the regrouping have none: old="")
 DEPRECATED: dict[str, str] = {f.metadata["old"]: key for key, f in FIELDS.items() if f.metadata["old"]}
+#: keys that are not fields but set one: `secagg.enabled = true/false` is how most people (and older run configs)
+#: say `secagg.mode = on/off`, and reading it (`cfg.get`, `cfg.secagg.enabled`) gives the resolved bool
+ALIASES: dict[str, str] = {"secagg.enabled": "secagg.mode"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class RunConfig:
             if not ok:
                 raise ConfigError(f"{key}: {why}, found {self.get(key)!r}")
 
+        # secagg.mode = 'auto' is settled here, against user_dp and the deployment, on every construction (so a
+        # config that turns user_dp on later gets secure aggregation too); `cfg.secagg.enabled` is the answer.
+        object.__setattr__(self, "secagg", self.secagg.resolved(user_dp=self.user_dp.enabled,
+                                                                deployed=self.run.deployment_nodes > 0))
+
         if self.run.deployment_nodes:  # canary clients are extra simulated partitions; a deployment has none
             check(self.audit.canary_clients == 0, "audit.canary_clients",
                   "must be 0 with run.deployment_nodes > 0 (canary clients are simulated nodes)")
@@ -86,8 +94,10 @@ class RunConfig:
             check(self.record_dp.delta < bound, "record_dp.delta",
                   f"must be < 1 / (train.examples_per_user + 1) = {bound:g} with record_dp.enabled and audit.canaries")
         if self.secagg.enabled:
+            auto = " (secagg.mode = 'auto' turns it on for a deployment; secagg.enabled = false turns it off)" \
+                if self.secagg.mode == "auto" else ""
             check(self.run.aggregation_weights == "equal", "run.aggregation_weights",
-                  "must be 'equal' with secagg.enabled (the server only sees an unweighted sum)")
+                  f"must be 'equal' with secagg.enabled (the server only sees an unweighted sum){auto}")
         if self.record_dp.enabled or self.user_dp.enabled:
             check(self.run.aggregation_weights == "equal", "run.aggregation_weights",
                   "must be 'equal' with record_dp or user_dp enabled (example counts would travel in the clear, and "
@@ -121,8 +131,9 @@ class RunConfig:
             raise ConfigError(f"{source}: {e}") from None
 
     def get(self, key: str) -> Any:
-        """The value of a dotted key (`run.rounds`)."""
-        section, name = canonical_key(key).split(".", 1)
+        """The value of a dotted key (`run.rounds`; `secagg.enabled` is the resolved bool)."""
+        alias = key.replace("-", "_")
+        section, name = (alias if alias in ALIASES else canonical_key(key)).split(".", 1)
         return getattr(getattr(self, section), name)
 
     @property
@@ -130,6 +141,18 @@ class RunConfig:
         """Any privacy setting on (record_dp, user_dp or secagg): then nothing per user leaves a device in the clear
         (evaluation only inside a secure sum, no per-client telemetry), and per-client rows stay server-private."""
         return self.record_dp.enabled or self.user_dp.enabled or self.secagg.enabled
+
+    @property
+    def secagg_warning(self) -> str:
+        """Why turning secure aggregation off here matters, or "" when it does not: with user-level DP every
+        clipped update then reaches the server in the clear (the noise is added after it has seen them), and a
+        deployment's devices send their updates of real data unmasked. Shown by `fedrec simulate`, `fedrec server`
+        and the ServerApp, once per run (not on every construction: configs are rebuilt often)."""
+        if self.secagg.enabled or not (self.user_dp.enabled or self.run.deployment_nodes):
+            return ""
+        why = "user-level DP is on" if self.user_dp.enabled else "this is a deployment (run.deployment_nodes > 0)"
+        return (f"warning: secure aggregation is off (secagg.enabled = false) although {why}: the server receives "
+                "every client's update in the clear")
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -150,8 +173,10 @@ class RunConfig:
         """
         skip = {"data"} if self.run.deployment_nodes else set()
         keep = {"data.domain", "data.holdout"}
-        return {k: v for k, v in self.to_flat().items()
+        view = {k: v for k, v in self.to_flat().items()
                 if not FIELDS[k].metadata["server_only"] and (k.split(".", 1)[0] not in skip or k in keep)}
+        view["secagg.mode"] = "on" if self.secagg.enabled else "off"  # the server's decision, not 'auto' again
+        return view
 
     # -- changing --------------------------------------------------------------------------------------------
 
@@ -176,6 +201,8 @@ class RunConfig:
 
 def canonical_key(raw_key: str, *, source: str = "config") -> str:
     """`user-dp.clip-norm` -> `user_dp.clip_norm`; a deprecated flat key -> its new key (with a FutureWarning)."""
+    if raw_key.replace("-", "_") in ALIASES:
+        return ALIASES[raw_key.replace("-", "_")]
     if raw_key in DEPRECATED or raw_key.replace("_", "-") in DEPRECATED:
         new = DEPRECATED[raw_key if raw_key in DEPRECATED else raw_key.replace("_", "-")]
         message = (f"{source}: setting {raw_key!r} is deprecated and will be removed in the next release; "

@@ -26,6 +26,9 @@ from fedrec.shared.errors import ConfigError
 
 #: `data.format` values: "" (detect) and the readers of `fedrec.shared.data.load.FORMATS` (a test keeps them equal)
 DATA_FORMATS = ("", "synthetic", "hetrec", "lastfm1k", "listenbrainz", "csv")
+#: `secagg.mode` spellings -> the mode ('auto', 'on', 'off'); true/false come from `secagg.enabled` (bool)
+SECAGG_MODES = {"auto": "auto", "on": "on", "true": "on", "1": "on", "yes": "on",
+                "off": "off", "false": "off", "0": "off", "no": "off"}
 #: `data.holdout` values (`fedrec.shared.data.split.split_users`)
 HOLDOUTS = ("test+validation", "none")
 
@@ -201,8 +204,9 @@ class SecAggConfig(Section):
     """Secure aggregation (SecAgg+, `fedrec.shared.secagg`): the server sees only the sum of clipped deltas."""
 
     NAME = "secagg"
-    enabled: bool = setting(False, "SecAgg+: the server only sees the sum of the clients' clipped deltas",
-                            old="secure-aggregation")
+    mode: str = setting("auto", "SecAgg+ (the server only sees the sum of the clients' clipped deltas): 'auto' = on "
+                                "whenever user_dp.enabled or run.deployment_nodes > 0, 'on' or 'off'; "
+                                "secagg.enabled = true/false sets on/off", old="secure-aggregation")
     neighbours: int = setting(0, "SecAgg+ graph degree k per client (0 = auto: 2 ceil(log2 n) + 2, at most n-1)",
                               old="secagg-neighbours", server_only=True)
     threshold_fraction: float = setting(0.5, "shares needed: t = max(strict majority, ceil(f * (k + 1))) of k + 1 "
@@ -212,11 +216,31 @@ class SecAggConfig(Section):
                                    old="secagg-stage-timeout", server_only=True)
 
     def __post_init__(self) -> None:
+        mode = SECAGG_MODES.get(str(self.mode).strip().lower())
+        self._check(mode is not None, "mode", "must be 'auto', 'on' or 'off' (or secagg.enabled = true/false)")
+        object.__setattr__(self, "mode", mode)
+        # What `enabled` answers until RunConfig resolves 'auto' against the other sections (`resolved`).
+        object.__setattr__(self, "_effective", mode == "on")
         self._check(self.neighbours >= 0, "neighbours", "must be >= 0 (0 = auto)")
         self._check(0.5 <= self.threshold_fraction <= 1.0, "threshold_fraction",
                     "must be in [0.5, 1] (t is at least a strict majority of the share holders)")
         self._check(self.ring_bits in (32, 64), "ring_bits", "must be 32 or 64")
         self._check(self.stage_timeout >= 0, "stage_timeout", "must be >= 0 (0 = wait for every reply)")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the run uses SecAgg+. Every reader asks this, never `mode`: 'auto' only means something next to
+        the other sections, so a section on its own answers True for 'on' only, and the copy RunConfig holds
+        (`resolved`) answers for 'auto' too."""
+        return bool(self._effective)  # type: ignore[attr-defined]
+
+    def resolved(self, *, user_dp: bool, deployed: bool) -> SecAggConfig:
+        """A copy whose `enabled` settles 'auto': on whenever user-level DP is on (otherwise every clipped update
+        reaches the server in the clear) or the run is a deployment (`fedrec server`: real devices, real data).
+        The mode itself is kept, so the decision is taken again if user_dp or the deployment changes."""
+        copy = dataclasses.replace(self)
+        object.__setattr__(copy, "_effective", self.mode == "on" or (self.mode == "auto" and (user_dp or deployed)))
+        return copy
 
 
 @dataclass(frozen=True)

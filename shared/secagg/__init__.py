@@ -12,6 +12,7 @@ One job per module, in dependency order:
                and the encoding of a round (from the run's settings).
 * `vectors`  - an adapter state as one vector in sorted key order, and back.
 * `prg`      - mask expansion: HKDF-SHA256 key derivation and a ChaCha20 keystream as ring words.
+* `shamir`   - Shamir secret sharing over GF(2^128) (pycryptodome-compatible shares, fast to combine).
 * `crypto`   - X25519 key agreement, AES-256-GCM share transport, Shamir sharing of 32-byte secrets.
 * `graph`    - the k-regular communication graph, its degree and the reconstruction threshold t.
 * `protocol` - the four stages, the session id and the messages each carries (Flower-free).

@@ -18,7 +18,8 @@ from fedrec.simulations.simulate import simulate
 def dp_run(tmp_path_factory):
     # 8 users, q = 8/8: every device is asked in both rounds. One round of DP-SGD costs about 4.2 on every device
     # (q = 4/16 over the 16 fixed slots, 4 steps), so with record-epsilon-max = 5 every device trains in round 1
-    # and declines in round 2, and round 2 is a noise-only release.
+    # and declines in round 2. Secure aggregation is on (the default with user_dp), so round 2, with no device
+    # sending keys, is aborted and releases nothing (a plain round would have released noise only).
     cfg = RunConfig.from_mapping({"data.source": "synthetic:users=8,items=60,seed=5", "run.rounds": 2,
                                   "hybrid.releases": "",  # adapter rounds only: the release phase has its own tests
                                   "run.clients_per_round": 8, "eval.every": 2, "run.client_sampling": "poisson",
@@ -30,21 +31,26 @@ def dp_run(tmp_path_factory):
 
 
 def test_devices_decline_over_budget_and_the_server_goes_on(dp_run):
-    """Round 1 aggregates every device; in round 2 every device declines and the server still releases."""
-    _, run = dp_run
+    """Round 1 securely aggregates every device; in round 2 every device declines, the secure round has no one to
+    sum and releases nothing, and the server goes on (it still evaluates)."""
+    cfg, run = dp_run
+    assert cfg.secagg.mode == "auto" and cfg.secagg.enabled  # the default with user_dp
     rounds = json.loads((run / "rounds.json").read_text())
     assert rounds[0]["status"] == "ok" and rounds[0]["updates"] == 8 and rounds[0]["declined"] == 0
-    assert rounds[1]["declined"] == 8 and rounds[1]["updates"] == 0 and rounds[1]["status"] == "noise only"
+    assert rounds[1]["declined"] == 8 and rounds[1]["updates"] == 0
+    assert rounds[1]["status"].startswith("aborted: advertise-keys: 0 client(s) sent usable keys")
     assert "eval_ndcg@10" in rounds[1]
     clients = (private_dir(run) / "clients.csv").read_text()  # server-private under DP: who trained when
     assert clients.count("declined: device privacy budget") == 8 and not (run / "clients.csv").exists()
 
 
 def test_user_level_ledger_has_one_release_per_round(dp_run):
-    """Both rounds released a noisy aggregate; each is one Poisson-sampled Gaussian event in the ledger."""
+    """Round 0 (the hybrid release phase of the default settings) and round 1 released; the aborted round 2 is
+    not in the ledger."""
     _, run = dp_run
     ledger = PrivacyLedger.load(run / "ledger-user.json")
-    assert ledger.rounds() == [1, 2]
+    assert ledger.rounds() == [0, 1]
+    assert [e.round for e in ledger if e.round > 0] == [1]  # one adapter release: round 1
 
 
 def test_run_report_verifies(dp_run):

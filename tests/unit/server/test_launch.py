@@ -99,3 +99,20 @@ def test_keys_are_in_the_database_when_the_real_superlink_starts(tmp_path: Path)
         nodes = list_nodes(flwr_home=flwr_home)
     assert sorted(n["node-id"] for n in nodes) == sorted(first.values())
     assert {n["status"] for n in nodes} == {"registered"}
+
+
+@pytest.mark.parametrize(("settings", "warned"), [({}, False), ({"secagg.enabled": "false"}, True)])
+def test_serve_warns_when_secure_aggregation_is_turned_off(tmp_path, catalog, monkeypatch, settings, warned) -> None:
+    """A deployment runs SecAgg+ by default (issue 17); turning it off is said before anything starts."""
+    def superlink(plan, say):
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(launch, "superlink_running", superlink)
+    plan = ServerPlan(certs=tmp_path, settings={"data.source": str(catalog), "run.deployment_nodes": 3, **settings},
+                      work_dir=tmp_path / "w")
+    said: list[str] = []
+    with pytest.raises(RuntimeError, match="stop here"):
+        launch.serve(plan, say=said.append)
+    assert any("secure aggregation is off" in line for line in said) is warned
+    written = (tmp_path / "w" / "run-config.toml").read_text()
+    assert ('mode = "off"' in written) is warned  # the default ('auto') is not written: the ServerApp resolves it
