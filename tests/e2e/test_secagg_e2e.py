@@ -56,7 +56,6 @@ class LossyGrid:
 def secure_run(tmp_path_factory):
     # Full participation (6 of 6 users: the only fixed-size cohort user-level DP accepts): k = 5, t = 4.
     cfg = RunConfig.from_mapping({"data.source": "synthetic:users=6,items=60,seed=5", "run.rounds": 2,
-                                  "hybrid.releases": "",  # adapter rounds only: the release phase has its own tests
                                   "run.clients_per_round": 6, "eval.every": 2, "user_dp.enabled": True,
                                   "user_dp.noise_multiplier": 1.0, "user_dp.clip_norm": 0.5,
                                   "train.bias_learning_rate": 0.5, "secagg.enabled": True,
