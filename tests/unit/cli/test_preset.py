@@ -21,7 +21,7 @@ def test_a_preset_applies_and_the_command_line_wins(tiny_llama_dir, tmp_path) ->
     assert result.exit_code == 0, result.output
     cfg = read_config(tmp_path / "p")
     assert cfg.run.rounds == 0 and cfg.hybrid.releases == "popularity,cooccurrence"
-    assert cfg.hybrid.weight_gram == 2.0 and cfg.hybrid.weight_pop == 0.05  # the command line, the preset
+    assert cfg.hybrid.weight_gram == 2.0 and cfg.hybrid.gram_k == 500  # the command line, the preset
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["statistics"] == ["popularity", "cooccurrence"]
 
