@@ -91,6 +91,7 @@ class PlainCollector:
         self.clip_norm = task.clip_norm
         self.weighted = task.weighted
         self.outer = task.outer
+        self.gram = OuterSum()
         self.total: State | None = None
         self.weight = 0.0
         self.count = 0
@@ -109,7 +110,10 @@ class PlainCollector:
             delta, _ = clip_update(delta, clip_norm=self.clip_norm)
         weight = float(m["num-examples"]) if self.weighted else 1.0
         # a factored statistic: the server forms the Gram of the contributions itself
-        self.total = add_outer(self.total, delta) if self.outer else add_weighted(self.total, delta, weight)
+        if self.outer:
+            self.gram.add(delta)
+        else:
+            self.total = add_weighted(self.total, delta, weight)
         self.weight += weight
         self.count += 1
         if "train-loss" in m:  # data-dependent: not sent under DP unless run.dp_diagnostics
@@ -119,19 +123,41 @@ class PlainCollector:
 
     def finish(self, grid: Grid, template: State) -> tuple[Aggregate, dict[str, Any], list[dict[str, Any]]]:
         """The round's aggregate, extra round-row figures and extra client rows (none for a plain round)."""
+        if self.outer and self.count:
+            self.total = self.gram.upper()
         if not self.count or self.weight <= 0:
             return Aggregate(None, 0.0, self.count), {}, []
         return Aggregate(self.total, self.weight, self.count), {}, []
 
 
-def add_outer(total: State | None, part: State) -> State:
-    """`total` + the upper triangle (diagonal included) of x x^T for every tensor x of `part` (float64, in place)."""
-    out: State = {} if total is None else total
-    for key, value in part.items():
-        x = np.asarray(value, dtype=np.float64).ravel()
-        tri = np.outer(x, x)[np.triu_indices(x.size)]
-        out[key] = tri if key not in out else out[key] + tri
-    return out
+class OuterSum:
+    """sum_i x_i x_i^T for every tensor name, as the upper triangle (diagonal included) in the end.
+
+    Contributions are buffered and added `BATCH` at a time as one matrix product (B^T B), which BLAS does in a
+    fraction of the time of one outer product per device at a head of thousands of items."""
+
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self.full: dict[str, np.ndarray] = {}
+        self.rows: dict[str, list[np.ndarray]] = {}
+
+    def add(self, part: State) -> None:
+        for key, value in part.items():
+            self.rows.setdefault(key, []).append(np.asarray(value, dtype=np.float64).ravel())
+            if len(self.rows[key]) >= self.BATCH:
+                self._flush(key)
+
+    def _flush(self, key: str) -> None:
+        rows = self.rows.pop(key, [])
+        if rows:
+            b = np.stack(rows)
+            self.full[key] = b.T @ b if key not in self.full else self.full[key] + b.T @ b
+
+    def upper(self) -> State:
+        for key in list(self.rows):
+            self._flush(key)
+        return {k: g[np.triu_indices(g.shape[0])] for k, g in self.full.items()}
 
 
 Collector = Callable[[RoundTask, int], Any]  # (task, server round) -> PlainCollector | SecureCollector

@@ -72,3 +72,18 @@ def test_without_a_privacy_setting_telemetry_is_still_sent(small_federation):
     grid, fed = small_federation()
     outcome = run_round(grid, fed, 1, fed.adapter_task(1))
     assert outcome.row["client_peak_rss_mb"] > 0 and all("seconds" in r for r in outcome.client_rows)
+
+
+def test_the_factored_gram_sum_equals_the_sum_of_outer_products() -> None:
+    """OuterSum (batched B^T B) gives the upper triangle of sum_i x_i x_i^T, however the batches fall."""
+    import numpy as np
+
+    from fedrec.server.round import OuterSum
+
+    rng = np.random.default_rng(0)
+    xs = [rng.integers(0, 2, size=7).astype(np.float32) for _ in range(OuterSum.BATCH + 5)]
+    acc = OuterSum()
+    for x in xs:
+        acc.add({"cooccurrence": x})
+    want = sum(np.outer(x, x).astype(np.float64) for x in xs)
+    np.testing.assert_allclose(acc.upper()["cooccurrence"], want[np.triu_indices(7)])
