@@ -43,7 +43,9 @@ def _flwr_run(tmp_path: Path, *options: str, timeout: float = 600) -> tuple[Path
     finally:
         _stop_started(flwr_home)
     log = out.stdout + out.stderr
-    runs = sorted(p for p in (tmp_path / "runs").glob("*") if p.is_dir()) if (tmp_path / "runs").is_dir() else []
+    # run directories only: under a privacy setting runs/private/ holds the server-private rows
+    runs = sorted(p for p in (tmp_path / "runs").glob("*") if p.is_dir() and p.name != "private") \
+        if (tmp_path / "runs").is_dir() else []
     assert len(runs) == 1, log[-3000:]
     return runs[0], log
 
