@@ -103,10 +103,10 @@ def test_a_crash_after_the_checkpoint_republishes_and_releases_once(tiny_llama_d
     trained), and a finished run refuses a second resume."""
     real_publish = federation.publish
 
-    def crash_publishing_round_2(run, ledger, rounds, client_rows, *, adapter, clients):
+    def crash_publishing_round_2(run, ledger, rounds, client_rows, *, adapter, clients, **more):
         if len(rounds) == 2:
             raise KeyboardInterrupt("killed before publishing round 2")
-        return real_publish(run, ledger, rounds, client_rows, adapter=adapter, clients=clients)
+        return real_publish(run, ledger, rounds, client_rows, adapter=adapter, clients=clients, **more)
 
     monkeypatch.setattr(federation, "publish", crash_publishing_round_2)
     cfg = _cfg(tiny_llama_dir, tmp_path, "after", {"audit.canary_clients": 2, "record_dp.enabled": True,
