@@ -204,8 +204,8 @@ def write_report(out: Path, rows, runs, argv, fed: Federation) -> None:
     lines += ["", f"Command: `python -m fedrec.simulations.bench_candidates {shlex.join(argv)}`", "",
               f"Machine: {machine()}.", ""]
     if runs:
-        lines += ["fedrec runs (federated runs, trained here with the Ray engine or given by --run, then scored here through "
-                  "`fedrec.shared.model.scoring.score_histories`):", ""]
+        lines += ["fedrec runs (trained here with the Ray engine, or given by --run), scored here through "
+                  "`fedrec.shared.model.scoring.score_histories`:", ""]
         lines += [f"- {label}: `{Path(run).name}`, privacy: {_privacy(run)}" for label, run in runs]
         lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
