@@ -9,12 +9,13 @@ the model card copies.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from typing import TYPE_CHECKING
 
 import dp_accounting
 
-from fedrec.shared.model.build import build_model, set_global_state
+from fedrec.shared.model.build import set_global_state
 from fedrec.shared.model.export import export_trained
 from fedrec.shared.model.scoring import prepare_for_scoring
 from fedrec.shared.privacy.accountants import make_accountant
@@ -47,9 +48,9 @@ def close_run(fed: Federation) -> dict:
     the run's summary."""
     export = None
     if fed.succeeded or fed.released:  # an adapter round released an update, or the statistics were released
-        # a model of its own: the process's cached model (build_model) is shared with in-process clients and
-        # callers that expect its initial weights
-        model = build_model(fed.cfg, fed.catalog, cached=False)
+        # a copy of its own: the process's cached model (build_model) is shared with in-process clients and
+        # callers that expect its initial weights (a copy, not a rebuild: nothing is loaded twice)
+        model = copy.deepcopy(fed.model)
         set_global_state(model, fed.global_state)
         prepare_for_scoring(model, fed.catalog, fed.cfg)
         export = export_trained(fed.run / EXPORT_DIR, model=model, cfg=fed.cfg, catalog=fed.catalog,

@@ -45,12 +45,11 @@ def test_devices_decline_over_budget_and_the_server_goes_on(dp_run):
 
 
 def test_user_level_ledger_has_one_release_per_round(dp_run):
-    """Round 0 (the hybrid release phase of the default settings) and round 1 released; the aborted round 2 is
-    not in the ledger."""
+    """Round 1 released (one Poisson-sampled Gaussian event); the aborted round 2 is not in the ledger (no release
+    phase here: `hybrid.releases` is empty)."""
     _, run = dp_run
     ledger = PrivacyLedger.load(run / "ledger-user.json")
-    assert ledger.rounds() == [0, 1]
-    assert [e.round for e in ledger if e.round > 0] == [1]  # one adapter release: round 1
+    assert ledger.rounds() == [1]
 
 
 def test_run_report_verifies(dp_run):
