@@ -144,7 +144,7 @@ from pathlib import Path
 import fedrec.server.release as release
 import fedrec.server.sampling as sampling
 from fedrec.shared.config import RunConfig
-from fedrec.simulations.inprocess import InProcessGrid
+from fedrec.server.progress_grid import ProgressGrid  # what the run's loop talks to (it wraps the engine's grid)
 from fedrec.simulations.simulate import simulate
 
 cfg = RunConfig.from_mapping(json.loads(sys.argv[1]))
@@ -157,7 +157,7 @@ class FixedSecrets:  # the same "secret" seeds in the reference run and in the k
         return self._r.getrandbits(k)
 
 sampling.secrets = release.secrets = FixedSecrets(seed)  # one stream, drawn in the same order
-real = InProcessGrid.send_and_receive
+real = ProgressGrid.send_and_receive
 
 def paused(self, messages, *, timeout=None):
     messages = list(messages)
@@ -168,7 +168,7 @@ def paused(self, messages, *, timeout=None):
         time.sleep(600)
     return replies
 
-InProcessGrid.send_and_receive = paused
+ProgressGrid.send_and_receive = paused
 simulate(cfg, engine="inprocess")
 """
 
