@@ -35,8 +35,9 @@ from fedrec.simulations.inprocess import InProcessGrid
 SECRET_PATH, SECRET_LINE = "/home/alice/listening-history.csv", "alice,Secret Artist,1234"
 ALLOWED_METRICS = {DECLINED_METRIC, RECORD_EPSILON_METRIC, CANARY_METRIC, PARTITION_METRIC}
 SETTINGS = {
+    # q = 10/10 (8 users and 2 canary clients): every device, the malformed one included, is asked every round
     "record+user DP": {"record_dp.enabled": True, "record_dp.delta": 1e-3, "user_dp.enabled": True,
-                       "run.client_sampling": "poisson", "audit.canary_clients": 2},
+                       "run.client_sampling": "poisson", "audit.canary_clients": 2, "run.clients_per_round": 10},
     "secure aggregation": {"secagg.enabled": True},
     "user DP + secure aggregation": {"user_dp.enabled": True, "secagg.enabled": True,
                                      "run.client_sampling": "poisson"},
