@@ -39,6 +39,9 @@ def _cfg(model: Path, parent: Path, name: str, changes: dict | None = None) -> R
     """8 users, Poisson sampling at q = 1/2, user-level DP: every round releases a noisy aggregate."""
     base = RunConfig.from_mapping({"data.source": "synthetic:users=8,items=40,seed=5", "model.name": str(model),
                                    "hybrid.releases": "",  # adapter rounds only (test_hybrid_e2e: the release phase)
+                                   # secure aggregation off (explicitly): a Poisson sample below the SecAgg+
+                                   # threshold would abort a round and make the ledgers depend on the secret sample
+                                   "secagg.enabled": False,
                                    "run.rounds": 3, "run.clients_per_round": 4, "eval.every": 3,
                                    "run.client_sampling": "poisson", "user_dp.enabled": True,
                                    "user_dp.noise_multiplier": 1.0, "user_dp.clip_norm": 0.5,
