@@ -54,7 +54,10 @@ def contribute(msg: Message, context: Context) -> Message:
         contribution = spec.template()
     else:
         ledger = None
-        if setup.cfg.record_dp.enabled and local_z > 0:
+        # record-level DP alone: the device's own noise is the only protection, so it must charge and add it (a
+        # missing or zero multiplier is refused in charge_release, never sent exact); with user_dp the server's
+        # noise on the secure sum covers the release at user level
+        if setup.cfg.record_dp.enabled and not setup.cfg.user_dp.enabled:
             charged = charge_release(msg, context, setup, spec, local_z)
             if isinstance(charged, Message):  # declined: the device's budget is spent
                 return charged

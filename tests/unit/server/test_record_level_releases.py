@@ -61,3 +61,12 @@ def test_devices_add_their_own_noise_and_charge_their_ledgers_once_per_release(s
         findings = verify_report_file(path.parent / "privacy-report.json", public_key=key)
         assert not has_failures(findings), [f for f in findings if f.status == "fail"]
         assert any(f.check.endswith("releases.declared") and f.status == "pass" for f in findings)
+
+
+def test_without_a_local_noise_multiplier_a_device_refuses_instead_of_sending_exact_sums(small_federation,
+                                                                                          tmp_path) -> None:
+    """Record-level DP alone and z = 0 for a release: every device fails it (an error code), nothing is released."""
+    grid, fed = small_federation(**{"record_dp.enabled": True, "record_dp.delta": 1e-3,
+                                    "hybrid.releases": "popularity", "run.rounds": 0})
+    (outcome, new), = run_releases(grid, fed, {"popularity": 0.0})
+    assert outcome.row["updates"] == 0 and outcome.row["failed"] == 6 and new == {}
