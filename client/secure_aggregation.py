@@ -28,10 +28,12 @@ from flwr.clientapp import ClientApp
 
 from fedrec.client.errors import error_reply, guarded
 from fedrec.shared.config import RunConfig
+from fedrec.shared.privacy.distributed_dp import DistributedDpParams
 from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.protocol import State
 from fedrec.shared.secagg import wire
 from fedrec.shared.secagg.client import SecAggClient
+from fedrec.shared.secagg.distributed_encoding import DistributedEncoding
 from fedrec.shared.secagg.encoding import evaluation_encoding, round_encoding
 from fedrec.shared.secagg.errors import SecAggProtocolError
 from fedrec.shared.secagg.vectors import flatten_state
@@ -60,9 +62,16 @@ def _refuse(msg: Message, why: str) -> Message:
 
 def advertise(msg: Message, context: Context, cfg: RunConfig, delta: State, metrics: MetricRecord) -> Message:
     """Stage 0 of a training round: clip and encode the contribution (an adapter delta, or a release's vector
-    bounded by the clip norm the server sent), keep it in context.state, reply with public keys and `metrics`."""
+    bounded by the clip norm the server sent), keep it in context.state, reply with public keys and `metrics`.
+
+    Under distributed DP (the round setup carries `DistributedDpParams`) the encoding also adds this device's
+    share of Skellam noise from a CSPRNG-seeded generator (`fedrec.shared.secagg.distributed_encoding`)."""
 
     def encode(max_clients: int, clip_norm: float | None) -> tuple[np.ndarray, int]:
+        distributed = wire.distributed_params_from(msg.content)  # user_dp.noise = distributed: the round's params
+        if distributed is not None:  # clip to S, rotate, round, add this device's noise share (never sent alone)
+            noisy = DistributedEncoding(DistributedDpParams.from_json(distributed))
+            return noisy.encode(flatten_state(delta)), noisy.ring_bits
         encoding = round_encoding(cfg, max_clients, clip_norm)
         dim = int(sum(v.size for v in delta.values()))
         clipped, _ = clip_update(delta, clip_norm=encoding.input_clip_norm(dim))

@@ -10,13 +10,16 @@ sampled more often than planned declines instead of exceeding it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from dp_accounting import dp_event
 
+from fedrec.server.distributed_release import ACCOUNTANT, calibration
 from fedrec.shared.config import RunConfig
 from fedrec.shared.config.hybrid import parse_shares
 from fedrec.shared.errors import ConfigError
-from fedrec.shared.privacy.calibrate import default_user_delta, record_noise_for, split_noise_for, user_noise_for
+from fedrec.shared.privacy.calibrate import calibrate_noise, default_user_delta, record_noise_for, split_noise_for
+from fedrec.shared.privacy.distributed_dp.rotation import MAX_PADDED_DIM
 from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event
 from fedrec.shared.train.dp_sgd import OPACUS_ACCOUNTANTS, plan_round
 
@@ -37,12 +40,13 @@ def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
     if cfg.user_dp.enabled and cfg.user_dp.target_epsilon > 0:
         q = cfg.run.clients_sampled(population) / population if cfg.run.client_sampling == "poisson" else None
         delta = cfg.user_dp.delta or default_user_delta(population)
+        user_event, accountant = _user_level_plan(cfg, population, delta)
         if kinds:
             zs = split_noise_for(target_epsilon=cfg.user_dp.target_epsilon, delta=delta,
                                  shares=_shares(cfg, kinds, "user_dp.target_epsilon"),
-                                 events_for=lambda z: [dp_event.GaussianDpEvent(z[k]) for k in kinds]
-                                 + ([dpfedavg_event(noise_multiplier=z["adapter"], sample_rate=q)] * cfg.run.rounds
-                                    if "adapter" in z else []))
+                                 events_for=lambda z: [user_event(z[k], None) for k in kinds]
+                                 + ([user_event(z["adapter"], q)] * cfg.run.rounds if "adapter" in z else []),
+                                 **accountant)
             changes["hybrid.noise_multipliers"] = _pairs({k: zs[k] for k in kinds})
             if "adapter" in zs:
                 changes["user_dp.noise_multiplier"] = zs["adapter"]
@@ -52,8 +56,9 @@ def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
                             cfg.run.rounds)
                 changes["run.rounds"] = 0
         else:
-            changes["user_dp.noise_multiplier"] = user_noise_for(
-                target_epsilon=cfg.user_dp.target_epsilon, rounds=cfg.run.rounds, sample_rate=q, delta=delta)
+            changes["user_dp.noise_multiplier"] = calibrate_noise(
+                lambda z: [user_event(z, q)] * cfg.run.rounds, target_epsilon=cfg.user_dp.target_epsilon,
+                delta=delta, **accountant)
         if cfg.user_dp.epsilon_max <= 0:
             changes["user_dp.epsilon_max"] = cfg.user_dp.target_epsilon
     if cfg.record_dp.enabled and cfg.record_dp.target_epsilon > 0:
@@ -81,6 +86,25 @@ def resolve_noise(cfg: RunConfig, population: int) -> RunConfig:
         if cfg.record_dp.epsilon_max <= 0:
             changes["record_dp.epsilon_max"] = cfg.record_dp.target_epsilon
     return cfg.updated(changes, source="target epsilon calibration") if changes else cfg
+
+
+def _user_level_plan(cfg: RunConfig, population: int, delta: float
+                     ) -> tuple[Callable[[float, float | None], dp_event.DpEvent], dict[str, str]]:
+    """(event of one user-level release at noise z and sampling rate q, the accountant's name and adjacency).
+
+    Server noise: DP-FedAvg's Gaussian (amplified by Poisson sampling), PLD. Distributed noise: the Skellam event
+    the run will record, calibrated as `server.distributed_release` does but at the largest vector the encoding
+    allows (2^24 coordinates: larger sensitivities, so the plan's epsilon is never below the run's for any actual
+    size), never amplified (the server knows who took part), read by `rdp-distributed` under zero-out adjacency.
+    """
+    if cfg.user_dp.noise != "distributed":
+        return (lambda z, q: dpfedavg_event(noise_multiplier=z, sample_rate=q)), {"accountant": "pld"}
+
+    def skellam(z: float, _q: float | None) -> dp_event.DpEvent:
+        return calibration(clip_norm=1.0, dim=MAX_PADDED_DIM, noise_multiplier=z, population=population,
+                           ring_bits=cfg.secagg.ring_bits, delta=delta).event
+
+    return skellam, {"accountant": ACCOUNTANT, "adjacency": "replace_special"}
 
 
 def record_cost(noise_multiplier: float) -> dp_event.DpEvent:

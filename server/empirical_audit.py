@@ -349,9 +349,10 @@ def _log_prob_scores(model: Recommender, canaries: list[RecordCanary], catalog: 
 
 
 def user_level_epsilon(dp: DpFedAvgRelease | None) -> float | None:
-    """The run's user-level epsilon as its report states it (PLD at the run's delta); None without user-level DP."""
+    """The run's user-level epsilon as its report states it (its accountant at the run's delta); None without
+    user-level DP."""
     if dp is None:
         return None
     if not len(dp.ledger):
         return None  # nothing released, and the report has no user-level section
-    return make_accountant("pld", adjacency=dp.ledger.adjacency).epsilon(dp.ledger.events(), delta=dp.delta)
+    return make_accountant(dp.accountant, adjacency=dp.ledger.adjacency).epsilon(dp.ledger.events(), delta=dp.delta)

@@ -45,11 +45,12 @@ from fedrec.server.checkpoint import (
     state_path,
 )
 from fedrec.server.deployment import message_config, server_population, start_deployment
+from fedrec.server.distributed_release import user_level_release
 from fedrec.server.empirical_audit import ServerAudit, user_level_epsilon
 from fedrec.server.evaluation import evaluate
 from fedrec.server.node_order import NodeOrder, order_nodes
 from fedrec.server.privacy_report import write_run_report
-from fedrec.server.release import DpFedAvgRelease, MeanRelease, Release, ServerOptimizer
+from fedrec.server.release import DpFedAvgRelease, Release, ServerOptimizer
 from fedrec.server.releases import declared_releases, release_kinds, run_release_phase
 from fedrec.server.round import PlainCollector, RoundOutcome, RoundTask, run_round
 from fedrec.server.run_outputs import close_run, epsilon_so_far
@@ -68,6 +69,7 @@ from fedrec.shared.protocol import (
     State,
     peak_rss_mb,
     state_bytes,
+    state_size,
     state_to_record,
 )
 from fedrec.shared.run_dir import clients_dir, new_run_dir, write_catalog, write_config
@@ -189,8 +191,7 @@ class Federation:
             log.warning("%s", note)  # a clamped cohort is said, never silent
         if warning := cfg.secagg_warning:
             log.warning("%s", warning)  # secure aggregation turned off where it is on by default
-        release: Release = (DpFedAvgRelease(cfg, population, sample_rate=sampler.sample_rate,
-                                            poisson=sampler.poisson) if cfg.user_dp.enabled else MeanRelease())
+        release = user_level_release(cfg, population, sampler, adapter_dim=state_size(start_state))
         fed = cls(cfg=cfg, run=run, catalog=pop.catalog, model=model, order=order,
                   users=audit.real_nodes if audit is not None else order.nodes, sampler=sampler, release=release,
                   audit=audit, optimizer=ServerOptimizer(cfg.run.server_optimizer, cfg.run.server_learning_rate,
@@ -248,8 +249,9 @@ class Federation:
 
     def collector(self, task: RoundTask, server_round: int) -> PlainCollector | SecureCollector:
         """How this round's contributions reach the server: in the clear, or only as a secure sum."""
-        if self.cfg.secagg.enabled:
-            return SecureCollector(self.cfg, server_round, task.nodes, clip_norm=task.clip_norm)
+        if self.cfg.secagg.enabled:  # distributed DP: the release says how the clients add their noise shares
+            encoding = task.release.encoding_for(state_size(task.template), task.clip_norm, len(task.nodes))
+            return SecureCollector(self.cfg, server_round, task.nodes, clip_norm=task.clip_norm, encoding=encoding)
         return PlainCollector(task)
 
     def would_exceed_budget(self) -> bool:

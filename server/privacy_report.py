@@ -7,12 +7,14 @@ is the authoritative record-level statement).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fedrec.server.release import RNG_DESCRIPTION, DpFedAvgRelease
 from fedrec.shared.config import RunConfig
+from fedrec.shared.privacy.distributed_entries import entry_components
 from fedrec.shared.privacy.keys import load_or_create_private_key, save_public_key
 from fedrec.shared.privacy.report import (
     GuaranteeInputs,
@@ -65,11 +67,29 @@ def secure_aggregation_scope(cfg: RunConfig,
         "receives) and fewer than t colluding clients; public keys are relayed by the server without "
         "authentication, so an actively malicious server is not covered. The server sees masked uploads and the "
         "exact sum of the survivors' clipped deltas"
-        + (" before it adds the Gaussian noise: the DP guarantee is central, it protects against everyone who "
+        + (" with the clients' Skellam noise shares already in it (user_dp.noise = distributed): the server adds "
+           "no noise and never sees a noiseless sum, so the DP guarantee holds against the server too, provided at "
+           "least t = ceil(survivor_fraction x asked) honest clients added their shares (the server unmasks no sum "
+           "with fewer survivors) and the server runs the protocol as written"
+           if cfg.user_dp.enabled and cfg.user_dp.noise == "distributed" else
+           " before it adds the Gaussian noise: the DP guarantee is central, it protects against everyone who "
            "sees the released adapters, not the sum against the server" if cfg.user_dp.enabled else "")
         + ". The server cannot check the clipping bound of a masked upload (a malicious client could send a "
         "larger one).")
     return protocol, (ts[0] - 1 if ts else None), notes
+
+
+def _central_z(dp: DpFedAvgRelease) -> float:
+    """The adapter releases' central noise multiplier as the ledger records it (sqrt(t mu) / (gamma S), which the
+    calibration makes z up to a relative 1e-12); `user_dp.noise_multiplier` if no adapter round released."""
+    zs = [entry_components(e)[0].noise_multiplier for e in dp.ledger if e.metadata.get("release") == "adapter"]
+    return zs[-1] if zs else dp.noise_multiplier
+
+
+def _as_recorded(r: ReleaseInputs, dp: DpFedAvgRelease) -> ReleaseInputs:
+    """A round-0 release declared with the central z its ledger entry records (distributed DP, see `_central_z`)."""
+    zs = [entry_components(e)[0].noise_multiplier for e in dp.ledger if e.metadata.get("release") == r.name]
+    return dataclasses.replace(r, noise_multiplier=zs[-1]) if zs else r
 
 
 def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, rounds_run: int,
@@ -91,15 +111,23 @@ def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, r
         if dp is None:
             notes += " No user-level mechanism in this run."
     dp_setting = "central (trusted server adds the noise)" if dp is not None else "local (on device)"
+    distributed = dp is not None and cfg.user_dp.noise == "distributed"
     if dp is not None and cfg.secagg.enabled:
-        dp_setting = "central DP-FedAvg with server-side noise after secure aggregation (SecAgg+)"
+        dp_setting = ("distributed DP-FedAvg: each client adds a Skellam noise share before secure aggregation "
+                      "(SecAgg+); the server adds none" if distributed else
+                      "central DP-FedAvg with server-side noise after secure aggregation (SecAgg+)")
     not_covered = DEFAULT_NOT_COVERED + ((DIAGNOSTICS_NOT_COVERED,) if cfg.run.dp_diagnostics else ())
     scope = Scope(dp_setting=dp_setting, secure_aggregation=protocol, colluding_clients_max=colluding,
                   trust_notes=notes, not_covered=not_covered)
     user_level = None
     if dp is not None and len(dp.ledger):  # an empty ledger (every round aborted) released nothing
         population = dp.population
-        sampling = (Sampling.poisson(population=population, sample_rate=dp.sample_rate,
+        sampling = (Sampling.no_amplification(population=population,
+                                              expected_sample_size=cfg.run.clients_sampled(population),
+                                              evidence="distributed noise: the server picks the clients and "
+                                                       "knows who took part, so no amplification by sampling is "
+                                                       "claimed (clients may still be Poisson-sampled)")
+                    if distributed else Sampling.poisson(population=population, sample_rate=dp.sample_rate,
                                      evidence="server-side Poisson sampling over the N connected clients, secret "
                                               "seed; a sampled client that fails is a dropout, never replaced")
                     if dp.poisson else
@@ -110,12 +138,14 @@ def write_run_report(run: Path, cfg: RunConfig, dp: DpFedAvgRelease | None, *, r
                                                        "user-level DP); no amplification claimed"))
         user_level = GuaranteeInputs(
             ledger=dp.ledger,
-            mechanism=Mechanism.dp_fedavg(noise_multiplier=cfg.user_dp.noise_multiplier,
-                                          clip_norm=cfg.user_dp.clip_norm,
-                                          rng=RNG_DESCRIPTION),
+            mechanism=(Mechanism.distributed_dp_fedavg(noise_multiplier=_central_z(dp),
+                                                       clip_norm=cfg.user_dp.clip_norm) if distributed else
+                       Mechanism.dp_fedavg(noise_multiplier=cfg.user_dp.noise_multiplier,
+                                           clip_norm=cfg.user_dp.clip_norm, rng=RNG_DESCRIPTION)),
+            **({"accountant": dp.accountant, "cross_check": ()} if distributed else {}),
             sampling=sampling, delta=dp.delta, rounds_run=rounds_run,
             rounds_without_release=tuple(rounds_without_release),
-            releases=tuple(r for r in releases if r.noise_multiplier > 0),
+            releases=tuple(_as_recorded(r, dp) if distributed else r for r in releases if r.noise_multiplier > 0),
         )
     report = build_run_report(
         run_id=run.name, scope=scope, user_level=user_level,

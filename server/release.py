@@ -52,10 +52,16 @@ class Aggregate:
     weight: float
     contributors: int
     aborted: str | None = None
+    discarded: str | None = None  # the server learned the (noisy) sum but cannot use it: privacy spent, no update
+    encoding: Any = None  # the round's secure encoding (distributed DP: its parameters go into the ledger entry)
 
 
 class MeanRelease:
     """No user-level DP: the mean of the contributions (nothing when there are none)."""
+
+    def encoding_for(self, dim: int, clip_norm: float | None, asked: int) -> None:
+        """The secure encoding's noise: none (see `server.distributed_release`)."""
+        return None
 
     def release(self, agg: Aggregate, template: State, *, sampled: int, server_round: int) -> State | None:
         if agg.aborted or agg.total is None or agg.weight <= 0:
@@ -65,6 +71,11 @@ class MeanRelease:
 
 class DpFedAvgRelease:
     """User-level DP-FedAvg: the run's noise generator, its user-level ledger, its delta and its budget."""
+
+    #: the accountant of the report and the budget (PLD: tight for Gaussian releases), and the quick one for
+    #: progress displays
+    accountant = "pld"
+    quick_accountant = "rdp"
 
     def __init__(self, cfg: RunConfig, population: int, *, sample_rate: float, poisson: bool) -> None:
         self.noise_multiplier = cfg.user_dp.noise_multiplier
@@ -82,16 +93,22 @@ class DpFedAvgRelease:
         self.ledger = PrivacyLedger(guarantee="user-level", subject="run")
         self._noise = np.random.default_rng(secrets.randbits(128))
 
+    def encoding_for(self, dim: int, clip_norm: float | None, asked: int, *,
+                     noise_multiplier: float | None = None) -> Any:
+        """Server-side noise: the secure sum is encoded without noise (fixed point)."""
+        return None
+
     def event(self):
         """The DpEvent of one release: PoissonSampled(q, Gaussian(z)), or Gaussian(z) without amplification."""
         return dpfedavg_event(noise_multiplier=self.noise_multiplier,
                               sample_rate=self.sample_rate if self.poisson else None)
 
     def would_exceed_budget(self) -> bool:
-        """True when one more release would take the run past `user_dp.epsilon_max` (PLD at the run's delta)."""
+        """True when one more release would take the run past `user_dp.epsilon_max` (the report's accountant at the
+        run's delta)."""
         if self.epsilon_max <= 0:
             return False
-        budget = PrivacyBudget(epsilon_max=self.epsilon_max, delta=self.delta, accountant="pld")
+        budget = PrivacyBudget(epsilon_max=self.epsilon_max, delta=self.delta, accountant=self.accountant)
         return budget.would_exceed(self.ledger, self.event())
 
     def release(self, agg: Aggregate, template: State, *, sampled: int, server_round: int) -> State | None:
@@ -147,6 +164,12 @@ class StatisticRelease:
         self.dp = dp
         self.noise_multiplier = noise_multiplier
         self.sensitivity = sensitivity
+
+    def encoding_for(self, dim: int, clip_norm: float | None, asked: int) -> Any:
+        """The run's mechanism decides (distributed DP: this statistic's noise shares at its own multiplier)."""
+        if self.dp is None:
+            return None
+        return self.dp.encoding_for(dim, self.sensitivity, asked, noise_multiplier=self.noise_multiplier)
 
     def release(self, agg: Aggregate, template: State, *, sampled: int, server_round: int) -> State | None:
         if self.dp is not None:

@@ -116,7 +116,9 @@ def run_releases(grid: Grid, fed: Federation, noise: dict[str, float]) -> list[t
             outcome.row["status"] = "failed: no contributions"
         if outcome.update is not None:
             contributors = max(1, outcome.row.get("updates", 0))
-            sigma = math.sqrt((z * spec.sensitivity) ** 2 + contributors * local_sigma**2)  # the sum's noise std
+            # the sum's noise std (distributed DP: the survivors' shares, at least z S)
+            sigma = outcome.row.get("ddp_noise_std") or math.sqrt((z * spec.sensitivity) ** 2
+                                                                  + contributors * local_sigma**2)
             new = finish(kind, outcome.update, spec, fed.cfg, sigma=sigma, population=len(fed.users))
             released.update(new)
         outcome.update = None  # a release never moves the adapter

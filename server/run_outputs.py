@@ -36,8 +36,8 @@ def epsilon_so_far(fed: Federation) -> dict[str, float]:
     if dp is not None and len(dp.ledger):
         same = Counter(dp.ledger.events())  # identical releases compose as one self-composed event
         events = [dp_accounting.SelfComposedDpEvent(e, n) for e, n in same.items()]
-        out["epsilon_user_rdp"] = make_accountant("rdp", adjacency=dp.ledger.adjacency).epsilon(events,
-                                                                                                 delta=dp.delta)
+        out["epsilon_user_rdp"] = make_accountant(dp.quick_accountant, adjacency=dp.ledger.adjacency).epsilon(
+            events, delta=dp.delta)
     if fed.record_epsilons:
         out["epsilon_record_max"] = max(fed.record_epsilons.values())
     return out

@@ -32,8 +32,10 @@ from flwr.serverapp import Grid
 
 from fedrec.server.release import Aggregate
 from fedrec.shared.config import RunConfig
+from fedrec.shared.privacy.distributed_dp import WrapAroundError
 from fedrec.shared.protocol import State
 from fedrec.shared.secagg import wire
+from fedrec.shared.secagg.distributed_encoding import DistributedEncoding
 from fedrec.shared.secagg.encoding import FixedPointEncoding, round_encoding
 from fedrec.shared.secagg.errors import SecAggAborted
 from fedrec.shared.secagg.protocol import SESSION_BYTES, AdvertisedKeys
@@ -74,6 +76,7 @@ class SecureSum:
     total: State | None
     survivors: list[int]
     aborted: str | None
+    discarded: str | None = None  # unmasked, but unusable (a distributed-DP wrap-around): its privacy is spent
     dropouts: dict[int, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     bytes_up: dict[int, int] = field(default_factory=dict)
@@ -92,7 +95,7 @@ class SecureRound:
     """One round's secure aggregation: the setup sent with the train messages, then the remaining stages."""
 
     def __init__(self, cfg: RunConfig, server_round: int, max_clients: int, clip_norm: float | None = None,
-                 encoding: FixedPointEncoding | None = None) -> None:
+                 encoding: FixedPointEncoding | DistributedEncoding | None = None) -> None:
         self.cfg = cfg
         self.server_round = server_round
         self.session = secrets.token_bytes(SESSION_BYTES)
@@ -102,7 +105,9 @@ class SecureRound:
 
     def attach(self, messages: list[Message]) -> None:
         """Add the round setup to the train messages (same session and encoding for every client)."""
-        setup = wire.round_setup_to_record(self.session, self.encoding.max_clients, self.encoding.clip_norm)
+        distributed = self.encoding.params.to_json() if isinstance(self.encoding, DistributedEncoding) else None
+        setup = wire.round_setup_to_record(self.session, self.encoding.max_clients, self.encoding.clip_norm,
+                                           distributed)
         for m in messages:
             m.content[wire.RECORD] = ConfigRecord(dict(setup))
 
@@ -115,12 +120,14 @@ class SecureRound:
         """Stages 1-3 over the Grid; the decoded sum of the survivors' deltas, or why the round was aborted."""
         t0 = time.perf_counter()
         dim = int(sum(v.size for v in template.values()))
+        needed = getattr(self.encoding, "min_survivors", 0)  # distributed DP: the t whose noise is accounted
         out = SecureSum(total=None, survivors=[], aborted=None)
         out.info.update({"secagg_ring_bits": self.encoding.ring_bits, "secagg_max_clients": self.encoding.max_clients,
                          "secagg_advertised": len(advertised)})
         server: SecAggServer | None = None
         try:
-            server = SecAggServer(session=self.session, ring_bits=self.encoding.ring_bits, dim=dim,
+            server = SecAggServer(session=self.session, ring_bits=self.encoding.ring_bits,
+                                  dim=self.encoding.vector_dim(dim),
                                   advertised=advertised, degree=self.cfg.secagg.neighbours,
                                   threshold_fraction=self.cfg.secagg.threshold_fraction)
             out.info.update({"secagg_neighbours": server.degree, "secagg_threshold": server.threshold})
@@ -130,6 +137,9 @@ class SecureRound:
             server.receive_masked_inputs(self._exchange(
                 grid, out, wire.MASKED_INPUT, server.masked_input_requests(), wire.masked_input_request_to_record,
                 wire.masked_input_reply_from))
+            if len(server.survivors) < needed:  # never unmask a sum with fewer noise shares than accounted
+                raise SecAggAborted("masked-input", f"{len(server.survivors)} survivors, the distributed noise "
+                                                    f"is accounted for t = {needed}")
             ring_sum = server.receive_unmask(self._exchange(
                 grid, out, wire.UNMASK, server.unmask_requests(), wire.unmask_request_to_record,
                 wire.unmask_reply_from))
@@ -141,11 +151,19 @@ class SecureRound:
                 out.dropouts.setdefault(node, why)
         if out.aborted is None and server is not None:
             out.survivors = server.survivors
-            total = self.encoding.decode_sum(ring_sum, len(out.survivors))
-            out.total = unflatten_state(total, template, dtype=np.float64)  # float64: exact to the bound
+            try:
+                total = self.encoding.decode_sum(ring_sum, len(out.survivors))
+                out.total = unflatten_state(total, template, dtype=np.float64)  # float64: exact to the bound
+            except WrapAroundError as e:  # the noisy sum was unmasked (privacy spent) but cannot be read
+                out.discarded = f"wrap-around: {e}"
             bound = self.encoding.quantization_error_bound(dim, len(out.survivors))
             out.info.update({"secagg_quantization_error_bound": bound["per_coordinate"],
                              "secagg_quantization_error_bound_l2": bound["l2"]})
+            if isinstance(self.encoding, DistributedEncoding):  # public parameters of the clients' noise
+                p = self.encoding.params
+                out.info.update({"ddp_min_survivors": p.min_survivors, "ddp_scale": p.scale,
+                                 "ddp_client_variance": p.client_variance, "ddp_padded_dim": p.padded_dim,
+                                 "ddp_noise_std": self.encoding.noise_std(len(out.survivors))})
         out.info["secagg_seconds"] = round(time.perf_counter() - t0, 3)
         return out
 
@@ -190,8 +208,9 @@ class SecureCollector:
     The same entry points as `server.round.PlainCollector`; the server never holds an individual delta.
     """
 
-    def __init__(self, cfg: RunConfig, server_round: int, sampled: list[int], clip_norm: float | None = None) -> None:
-        self.round = SecureRound(cfg, server_round, max_clients=len(sampled), clip_norm=clip_norm)
+    def __init__(self, cfg: RunConfig, server_round: int, sampled: list[int], clip_norm: float | None = None,
+                 encoding: DistributedEncoding | None = None) -> None:
+        self.round = SecureRound(cfg, server_round, max_clients=len(sampled), clip_norm=clip_norm, encoding=encoding)
         self.advertised: dict[int, AdvertisedKeys] = {}
         self.losses: list[float] = []  # no loss travels under secure aggregation
         self.tokens = 0
@@ -211,5 +230,6 @@ class SecureCollector:
         secured = self.round.run(grid, self.advertised, template)
         survivors = len(secured.survivors)
         info = {**secured.info, "dropouts": dict(secured.dropouts)}
-        aggregate = Aggregate(secured.total, float(survivors), survivors, aborted=secured.aborted)
+        aggregate = Aggregate(secured.total, float(survivors), survivors, aborted=secured.aborted,
+                              discarded=secured.discarded, encoding=self.round.encoding)
         return aggregate, info, secured.client_rows(self.round.server_round)

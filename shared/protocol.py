@@ -124,6 +124,11 @@ def record_to_state(record: ArrayRecord) -> State:
     return {k: np.asarray(v.numpy(), dtype=np.float32) for k, v in record.items()}
 
 
+def state_size(state: State) -> int:
+    """The number of values of a state (the length of its flat vector, `fedrec.shared.secagg.vectors`)."""
+    return int(sum(np.asarray(v).size for v in state.values()))
+
+
 def state_bytes(state: State) -> int:
     """Payload bytes of a state: float32 values + key names. Flower's own count adds a ~128-byte header per
     tensor (ArrayRecord.count_bytes), about 0.4% more for the default adapter."""

@@ -98,6 +98,10 @@ class RunConfig:
                 if self.secagg.mode == "auto" else ""
             check(self.run.aggregation_weights == "equal", "run.aggregation_weights",
                   f"must be 'equal' with secagg.enabled (the server only sees an unweighted sum){auto}")
+        if self.user_dp.enabled and self.user_dp.noise == "distributed":
+            check(self.secagg.enabled, "secagg.enabled", "must be on with user_dp.noise = 'distributed' (the clients' "
+                                                         "noise shares only protect a sum the server cannot unmask "
+                                                         "per client)")
         if self.record_dp.enabled or self.user_dp.enabled:
             check(self.run.aggregation_weights == "equal", "run.aggregation_weights",
                   "must be 'equal' with record_dp or user_dp enabled (example counts would travel in the clear, and "

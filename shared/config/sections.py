@@ -190,8 +190,17 @@ class UserDpConfig(Section):
     delta: float = setting(0.0, "user-level delta (0 = min(1e-6, 1/(10 N)))", old="user-delta", server_only=True)
     epsilon_max: float = setting(0.0, "stop before a round would exceed this (0 = none)", old="user-epsilon-max",
                                  server_only=True)
+    noise: str = setting("server", "who adds the noise: 'server' (Gaussian, after secure aggregation: the server sees "
+                                   "the exact sum) or 'distributed' (each client adds a share of Skellam noise before "
+                                   "masking: the server only ever sees a noisy sum; docs/distributed-dp.md)",
+                         server_only=True)
+    survivor_fraction: float = setting(0.9, "distributed noise: t = ceil(f x clients asked) survivors' noise shares "
+                                            "are counted; a round with fewer survivors is aborted before unmasking",
+                                       server_only=True)
 
     def __post_init__(self) -> None:
+        self._check(self.noise in ("server", "distributed"), "noise", "must be 'server' or 'distributed'")
+        self._check(0.0 < self.survivor_fraction <= 1.0, "survivor_fraction", "must be in (0, 1]")
         self._check(self.noise_multiplier > 0, "noise_multiplier", "must be > 0")
         self._check(self.clip_norm > 0, "clip_norm", "must be > 0")
         self._check(0.0 <= self.delta < 1.0, "delta", "must be in [0, 1)")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from dp_accounting import dp_event
 
-from fedrec.shared.privacy.accountants import make_accountant
+from fedrec.shared.privacy.accountants import ACCOUNTANTS, make_accountant
 from fedrec.shared.privacy.events import dpfedavg_event, dpsgd_event
 
 Z_MIN, Z_MAX = 0.1, 500.0
@@ -40,7 +40,7 @@ def default_user_delta(population: int) -> float:
 
 
 def calibrate_noise(plan: Callable[[float], list[dp_event.DpEvent]], *, target_epsilon: float, delta: float,
-                    accountant: str, tolerance: float = 0.01) -> float:
+                    accountant: str, tolerance: float = 0.01, adjacency: str = "add_or_remove_one") -> float:
     """The smallest z (to `tolerance`, relative) with epsilon(plan(z)) <= target_epsilon at `delta`.
 
     Two stages, because tight accountants (PLD, PRV) get very slow at small z: bracket and bisect with
@@ -51,16 +51,18 @@ def calibrate_noise(plan: Callable[[float], list[dp_event.DpEvent]], *, target_e
         raise ValueError(f"target epsilon must be > 0, found {target_epsilon!r}")
 
     def fits(acc_name: str) -> Callable[[float], bool]:
-        acc = make_accountant(acc_name)
+        acc = make_accountant(acc_name, adjacency=adjacency)
         return lambda z: acc.epsilon(plan(z), delta=delta) <= target_epsilon
 
-    rdp_fits = fits("rdp")
+    # the cheap first stage is RDP; an RDP-method accountant (rdp-distributed reads events plain RDP cannot) is its
+    # own first stage
+    rdp_fits = fits(accountant if ACCOUNTANTS[accountant].method == "rdp" else "rdp")
     if not rdp_fits(Z_MAX) and not fits(accountant)(Z_MAX):
         raise ValueError(f"target epsilon {target_epsilon} at delta {delta} is out of reach: even z = {Z_MAX} "
                          f"exceeds it with {accountant}")
     lo, hi = _bracket(rdp_fits)
     z = _bisect(rdp_fits, lo, hi, tolerance)
-    if accountant == "rdp":
+    if ACCOUNTANTS[accountant].method == "rdp":
         return z
     # PLD: search on a 10x coarser grid (about 10x faster at small z). Its pessimistic estimate rounds privacy
     # losses up to a grid that contains the fine one, so it is never below the fine figure: a z it accepts, the
@@ -127,8 +129,8 @@ def user_noise_for(*, target_epsilon: float, rounds: int, sample_rate: float | N
 
 
 def split_noise_for(*, target_epsilon: float, delta: float, shares: dict[str, float],
-                    events_for: Callable[[dict[str, float]], list[dp_event.DpEvent]], accountant: str = "pld"
-                    ) -> dict[str, float]:
+                    events_for: Callable[[dict[str, float]], list[dp_event.DpEvent]], accountant: str = "pld",
+                    adjacency: str = "add_or_remove_one") -> dict[str, float]:
     """Noise multipliers for a run of several releases that together stay within one target epsilon.
 
     `shares` (name -> share > 0) split the budget as shares of 1/z^2: release i gets z_i = c / sqrt(s_i / sum s),
@@ -146,5 +148,5 @@ def split_noise_for(*, target_epsilon: float, delta: float, shares: dict[str, fl
         return {k: c / (s / total) ** 0.5 for k, s in live.items()}
 
     c = calibrate_noise(lambda c: events_for(zs(c)), target_epsilon=target_epsilon, delta=delta,
-                        accountant=accountant)
+                        accountant=accountant, adjacency=adjacency)
     return zs(c)

@@ -17,6 +17,11 @@ objects, sequences are arrays, and non-finite floats are ``{"float": "inf" | "-i
 Only classes defined in `dp_accounting.dp_event` are decoded, by name from an allow-list, so a file never makes
 the reader import a module. How the codec may change is part of the ledger's compatibility contract (the
 docstring of `fedrec.shared.privacy.ledger`).
+
+``event_codec`` 2 adds two classes of `fedrec.shared.privacy.distributed_dp.accounting` to the allow-list,
+``SkellamDpEvent`` and ``DistributedDiscreteGaussianDpEvent`` (distributed DP under secure aggregation, in integer
+units; `docs/distributed-dp.md`), with the same JSON shape. A ledger is written with the lowest codec that holds
+its events (`codec_version`), so a ledger without them stays codec 1, readable by every earlier fedrec.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ import attr
 import dp_accounting
 from dp_accounting import dp_event
 
+from fedrec.shared.privacy.distributed_dp.accounting import DistributedDiscreteGaussianDpEvent, SkellamDpEvent
 from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
 
-EVENT_CODEC_VERSION = 1
+EVENT_CODEC_VERSION = 2
+#: fedrec's own DpEvent classes (codec 2): discrete noise summed under secure aggregation.
+DISTRIBUTED_EVENTS: tuple[type[dp_event.DpEvent], ...] = (SkellamDpEvent, DistributedDiscreteGaussianDpEvent)
 
 # The adjacency relation, spelled as in reports, and the dp_accounting relation accountants are built with.
 ADJACENCY = {
@@ -168,9 +176,9 @@ def event_to_json(event: dp_event.DpEvent) -> dict[str, Any]:
 
 
 def _named_to_json(named: Any) -> dict[str, Any]:
-    if named.module_name != dp_event.__name__:
+    if named.module_name not in _MODULES:
         raise UnsupportedMechanism(
-            f"only events of {dp_event.__name__} can be written to a ledger, found "
+            f"only events of {sorted(_MODULES)} can be written to a ledger, found "
             f"{named.module_name}.{named.class_name}"
         )
     out: dict[str, Any] = {_EVENT_KEY: named.class_name}
@@ -205,10 +213,29 @@ def _event_classes() -> dict[str, type[dp_event.DpEvent]]:
         if (isinstance(cls, type) and issubclass(cls, dp_event.DpEvent) and cls is not dp_event.DpEvent
                 and cls.__module__ == dp_event.__name__):
             out[name] = cls
+    for cls in DISTRIBUTED_EVENTS:
+        out[cls.__name__] = cls
     return out
 
 
 _EVENT_CLASSES = _event_classes()
+_MODULES = {dp_event.__name__, SkellamDpEvent.__module__}
+
+
+def is_distributed(event: dp_event.DpEvent) -> bool:
+    """True if `event` (or a sub-event) is a distributed-DP event (Skellam / distributed discrete Gaussian)."""
+    if isinstance(event, DISTRIBUTED_EVENTS):
+        return True
+    if isinstance(event, dp_event.SelfComposedDpEvent | dp_event.PoissonSampledDpEvent):
+        return is_distributed(event.event)
+    if isinstance(event, dp_event.ComposedDpEvent):
+        return any(is_distributed(e) for e in event.events)
+    return False
+
+
+def codec_version(events: Iterable[dp_event.DpEvent]) -> int:
+    """The lowest ``event_codec`` that holds `events`: 2 with a distributed-DP event, else 1."""
+    return 2 if any(is_distributed(e) for e in events) else 1
 
 
 def event_from_json(obj: Any, *, where: str = "event") -> dp_event.DpEvent:

@@ -65,11 +65,13 @@ import dp_accounting
 from dp_accounting import dp_event
 
 from fedrec.shared.io import atomic_write_bytes
+from fedrec.shared.privacy.distributed_entries import entry_metadata
 from fedrec.shared.privacy.errors import LedgerError
 from fedrec.shared.privacy.events import (
     ADJACENCY,
     EVENT_CODEC_VERSION,
     canonical_event,
+    codec_version,
     dpfedavg_event,
     dpsgd_event,
 )
@@ -266,6 +268,16 @@ class PrivacyLedger:
                 "sample_rate": None if sample_rate is None else float(sample_rate), **metadata}
         return self.append(round=round, event=event, metadata=meta)
 
+    def record_distributed_release(self, *, round: int, params: Any, **metadata: Any) -> LedgerEntry:  # noqa: A002
+        """Record one release whose noise the clients added under secure aggregation (user-level ledgers with the
+        zero-out relation): the event is `params.dp_event()` (Skellam in integer units), the metadata the full
+        public parameters (`fedrec.shared.privacy.distributed_entries`), so a reader can rebuild the event."""
+        self._require(USER_LEVEL, "record_distributed_release")
+        if self._adjacency != "replace_special":
+            raise LedgerError(f"a distributed-DP release is analysed for the zero-out relation only; this ledger's "
+                              f"adjacency is {self._adjacency!r} (create it with adjacency='replace_special')")
+        return self.append(round=round, event=params.dp_event(), metadata=entry_metadata(params, **metadata))
+
     def _require(self, guarantee: str, method: str) -> None:
         if self._guarantee != guarantee:
             raise LedgerError(f"{method}: records {KIND_OF_GUARANTEE[guarantee]!r} entries, which belong in a "
@@ -310,7 +322,8 @@ class PrivacyLedger:
 
     def to_json(self) -> dict[str, Any]:
         version = LEDGER_VERSION if any(e.run for e in self._entries) else 1  # no run ids: exactly version 1
-        return {"format": LEDGER_FORMAT, "version": version, "event_codec": EVENT_CODEC_VERSION,
+        return {"format": LEDGER_FORMAT, "version": version,
+                "event_codec": codec_version(e.event for e in self._entries),
                 "guarantee": self._guarantee, "adjacency": self._adjacency, "subject": self._subject,
                 "entries": [e.to_json() for e in self._entries]}
 

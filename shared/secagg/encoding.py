@@ -86,6 +86,10 @@ class FixedPointEncoding:
     def dtype(self) -> np.dtype:
         return np.dtype(np.uint32 if self.ring_bits == 32 else np.uint64)
 
+    def vector_dim(self, dim: int) -> int:
+        """The SecAgg vector length for a d-dimensional update: d (one ring word per coordinate)."""
+        return dim
+
     def input_clip_norm(self, dim: int) -> float:
         """The L2 norm to clip a d-dimensional delta to before `encode`, so rounding cannot take it past S."""
         margin = math.sqrt(dim) / (2 * self.scale)

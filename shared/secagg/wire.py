@@ -25,7 +25,9 @@ Client -> server, its reply:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
@@ -42,6 +44,7 @@ from fedrec.shared.secagg.protocol import (
 
 RECORD = "secagg"
 MASKED_RECORD = "secagg-masked"
+DISTRIBUTED_KEY = "distributed-dp"  # the round setup's distributed-DP parameters (JSON text)
 SHARE_KEYS, MASKED_INPUT, UNMASK = "secagg_share_keys", "secagg_masked_input", "secagg_unmask"
 MESSAGE_TYPES = {stage: f"{MessageType.TRAIN}.{stage}" for stage in (SHARE_KEYS, MASKED_INPUT, UNMASK)}
 
@@ -61,9 +64,25 @@ def _record(content: RecordDict) -> ConfigRecord:
 # -- round setup (train message) and key advertisement (train reply)
 
 
-def round_setup_to_record(session: bytes, max_clients: int, clip_norm: float) -> ConfigRecord:
-    """The round's session, the number of clients asked and the L2 bound S the encoding is scaled to."""
-    return ConfigRecord({"session": session, "max-clients": int(max_clients), "clip-norm": float(clip_norm)})
+def round_setup_to_record(session: bytes, max_clients: int, clip_norm: float,
+                          distributed: Mapping[str, Any] | None = None) -> ConfigRecord:
+    """The round's session, the number of clients asked and the L2 bound S the encoding is scaled to; with
+    distributed DP also the round's public parameters (`DistributedDpParams.to_json()`, as JSON text)."""
+    rec: dict[str, Any] = {"session": session, "max-clients": int(max_clients), "clip-norm": float(clip_norm)}
+    if distributed is not None:
+        rec[DISTRIBUTED_KEY] = json.dumps(dict(distributed), sort_keys=True)
+    return ConfigRecord(rec)
+
+
+def distributed_params_from(content: RecordDict) -> dict[str, Any] | None:
+    """The round's distributed-DP parameters as sent (a JSON object), or None for a round without them."""
+    raw = _record(content).get(DISTRIBUTED_KEY)
+    if raw is None:
+        return None
+    obj = json.loads(str(raw))
+    if not isinstance(obj, dict):
+        raise ValueError(f"{DISTRIBUTED_KEY}: expected a JSON object")
+    return obj
 
 
 def round_setup_from(content: RecordDict) -> tuple[bytes, int, float | None]:

@@ -92,3 +92,22 @@ class RdpAccountant(DpAccountingAccountant):
                 acc.compose(event)
             out.append(float(acc.get_epsilon(delta)))
         return out
+
+
+class DistributedRdpAccountant(RdpAccountant):
+    """RDP as `RdpAccountant` plus the distributed-DP events (Skellam, distributed discrete Gaussian).
+
+    A separate name because the figure depends on fedrec's own RDP bounds for those events
+    (`fedrec.shared.privacy.distributed_dp.accounting`, Agarwal-Kairouz-Liu 2021 / Kairouz-Liu-Steinke 2021) on top
+    of dp-accounting's composition and conversion; every other event is dp-accounting's exactly. Those events are
+    analysed for the zero-out relation only (`replace_special`): the accountant refuses them under any other.
+    """
+
+    name = "rdp-distributed"
+    method = "rdp"
+    library = "fedrec"
+
+    def _new(self) -> rdp_privacy_accountant.RdpAccountant:
+        from fedrec.shared.privacy.distributed_dp.accounting import DistributedDpRdpAccountant
+
+        return DistributedDpRdpAccountant(list(self._orders), ADJACENCY[self.adjacency])

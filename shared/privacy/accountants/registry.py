@@ -13,11 +13,12 @@ from typing import Any
 from fedrec.shared.privacy.accountants.base import Accountant
 from fedrec.shared.privacy.accountants.opacus import OpacusPrvAccountant, OpacusRdpAccountant
 from fedrec.shared.privacy.accountants.pld import PldAccountant
-from fedrec.shared.privacy.accountants.rdp import RdpAccountant
+from fedrec.shared.privacy.accountants.rdp import DistributedRdpAccountant, RdpAccountant
 from fedrec.shared.privacy.errors import UnknownAccountant
 
 ACCOUNTANTS: Mapping[str, type[Accountant]] = {
-    cls.name: cls for cls in (RdpAccountant, PldAccountant, OpacusRdpAccountant, OpacusPrvAccountant)
+    cls.name: cls for cls in (RdpAccountant, PldAccountant, OpacusRdpAccountant, OpacusPrvAccountant,
+                               DistributedRdpAccountant)
 }
 
 

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from fedrec.shared.io import package_version
+from fedrec.shared.privacy.distributed_entries import entry_components
 from fedrec.shared.privacy.errors import LedgerError, UnsupportedMechanism
-from fedrec.shared.privacy.events import gaussian_components
 from fedrec.shared.privacy.ledger import LOCAL_RELEASE, RECORD_LEVEL, USER_LEVEL, PrivacyLedger
 from fedrec.shared.privacy.report.lifetime import (
     format_keys,
@@ -124,7 +124,8 @@ def _section_findings(name: str, level: str, g: Mapping[str, Any], scope: Mappin
 
     try:
         ledger = PrivacyLedger.from_json(g["ledger"], where=f"{name}.ledger")
-        components = [gaussian_components(e.event) for e in ledger]
+        # a distributed-DP entry's event is recomputed from its recorded parameters here (distributed_entries)
+        components = [entry_components(e, where=f"{name}.ledger.entries[{i}]") for i, e in enumerate(ledger)]
     except (LedgerError, UnsupportedMechanism) as e:
         return [f("ledger.parse", False, f"{e} (other checks of this section skipped)")]
     keys = ledger.round_keys()

@@ -91,6 +91,21 @@ class Mechanism:
                    clip_norm=clip_norm, clipping=clipping, rng=rng, aggregation_weights=aggregation_weights)
 
     @classmethod
+    def distributed_dp_fedavg(cls, *, noise_multiplier: float, clip_norm: float,
+                              aggregation_weights: str = "equal weights, fixed denominator (expected clients per "
+                                                         "round)") -> Mechanism:
+        """Distributed DP-FedAvg: each client clips to S, rotates, scales, rounds and adds a Skellam noise share
+        before secure aggregation; the unmasked sum carries noise of the central z S. The accountant reads the
+        ledger's Skellam events (integer units), not this z."""
+        return cls(name="distributed DP-FedAvg (Skellam noise shares under secure aggregation)",
+                   noise_multiplier=noise_multiplier, clip_norm=clip_norm,
+                   clipping="flat L2 over the whole update, then randomized Hadamard rotation, scaling and "
+                            "conditional randomized rounding to the integer L2 bound Delta_2",
+                   rng="each client: numpy PCG64 seeded from 128 bits of the OS CSPRNG (`secrets`), fresh per "
+                       "round, never sent; Poisson sampling in float64 (not bit-exact)",
+                   noise_distribution="skellam", aggregation_weights=aggregation_weights)
+
+    @classmethod
     def dp_sgd(cls, *, noise_multiplier: float, max_grad_norm: float, rng: str,
                clipping: str = "per-example flat L2 over all trainable parameters, fixed norm") -> Mechanism:
         """Opacus DP-SGD: per-example gradients clipped to C, Gaussian noise of std z * C on their sum."""

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedrec.shared.privacy.events import gaussian_components
+from fedrec.shared.privacy.distributed_entries import entry_components
 from fedrec.shared.privacy.ledger import PrivacyLedger
 
 _SECTIONS = (("user_level", "User-level guarantee"), ("record_level", "Record-level guarantee"))
@@ -82,7 +82,7 @@ def ledger_rows(section: Mapping[str, Any]) -> list[dict[str, str]]:
     and the metadata."""
     rows = []
     for entry in PrivacyLedger.from_json(section["ledger"]):
-        for z, q, count in gaussian_components(entry.event):
+        for z, q, count in entry_components(entry):
             meta = ", ".join(f"{k}={v}" for k, v in sorted(entry.metadata.items())
                              if k not in ("noise_multiplier", "sample_rate", "steps"))
             rows.append({"round": f"{entry.run}/{entry.round}" if entry.run else str(entry.round), "kind": entry.kind,
