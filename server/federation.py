@@ -342,7 +342,7 @@ class Federation:
                              record_epsilons=list(self.record_epsilons.values()),
                              rounds_without_release=tuple(r["round"] for r in rounds
                                                           if str(r.get("status", "")).startswith("aborted")),
-                             secure_rounds=[r for r in rounds if "secagg_ring_bits" in r],
+                             secure_rounds=[r for r in [*self.release_rows, *rounds] if "secagg_ring_bits" in r],
                              releases=tuple(declared_releases(self.cfg, len(self.catalog))))
         mark_finished(self.run, rounds=self.done)  # deletes the checkpoint's secrets: a finished run cannot resume
 

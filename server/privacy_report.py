@@ -43,6 +43,7 @@ def secure_aggregation_scope(cfg: RunConfig,
     round (they follow the number of clients that sent keys), so the report states their range and the
     smallest t: fewer than t colluding clients learn nothing beyond the sum in every round.
     """
+    distributed = cfg.user_dp.enabled and cfg.user_dp.noise == "distributed"
     done = [r for r in secure_rounds if "secagg_threshold" in r]
     ks = sorted({int(r["secagg_neighbours"]) for r in done})
     ts = sorted({int(r["secagg_threshold"]) for r in done})
@@ -56,8 +57,10 @@ def secure_aggregation_scope(cfg: RunConfig,
         f"k-regular Harary graph on a random labelling, k = {_span(ks)} neighbours "
         f"(setting {cfg.secagg.neighbours or 'auto'}), threshold t = {_span(ts)} of the k + 1 share holders "
         f"(a strict majority; fraction {cfg.secagg.threshold_fraction:g}); each client clips its whole delta to "
-        f"S = {cfg.user_dp.clip_norm:g} and encodes it in Z_2^{cfg.secagg.ring_bits} (no per-coordinate clipping, "
-        f"no overflow by construction)"
+        f"S = {cfg.user_dp.clip_norm:g} and encodes it in Z_2^{cfg.secagg.ring_bits} "
+        + ("after a randomized Hadamard rotation, scaling by gamma, conditional randomized rounding to the integer "
+           "L2 bound Delta_2 and its own Skellam noise share (wrap-around probability at most 1e-9 per round, "
+           "detected on decoding)" if distributed else "(no per-coordinate clipping, no overflow by construction)")
         + (f"; quantization error of the sum <= {quant:.3g} per coordinate"
            + (f" against noise std z*S = {noise:.3g}" if cfg.user_dp.enabled else "") if quant is not None else "")
         + f"; {len(aborted)} round(s) aborted with fewer than t survivors, nothing released: {aborted or 'none'}")
@@ -65,15 +68,15 @@ def secure_aggregation_scope(cfg: RunConfig,
         "secure aggregation assumes an honest-but-curious server (it runs the protocol as written, including the "
         "random graph and the refusal to unmask a disconnected survivor set, but may inspect everything it "
         "receives) and fewer than t colluding clients; public keys are relayed by the server without "
-        "authentication, so an actively malicious server is not covered. The server sees masked uploads and the "
-        "exact sum of the survivors' clipped deltas"
-        + (" with the clients' Skellam noise shares already in it (user_dp.noise = distributed): the server adds "
-           "no noise and never sees a noiseless sum, so the DP guarantee holds against the server too, provided at "
-           "least t = ceil(survivor_fraction x asked) honest clients added their shares (the server unmasks no sum "
-           "with fewer survivors) and the server runs the protocol as written"
-           if cfg.user_dp.enabled and cfg.user_dp.noise == "distributed" else
-           " before it adds the Gaussian noise: the DP guarantee is central, it protects against everyone who "
-           "sees the released adapters, not the sum against the server" if cfg.user_dp.enabled else "")
+        "authentication, so an actively malicious server is not covered. The server sees masked uploads and "
+        + ("the sum of the survivors' clipped updates with their Skellam noise shares in it (user_dp.noise = "
+           "distributed): the server adds no noise and never sees a noiseless sum, so the DP guarantee holds "
+           "against the server too, provided at least t = ceil(survivor_fraction x asked) honest clients added "
+           "their shares (the server unmasks no sum with fewer survivors) and the server runs the protocol as "
+           "written" if distributed else "the exact sum of the survivors' clipped deltas")
+        + (" before it adds the Gaussian noise: the DP guarantee is central, it protects against everyone who "
+           "sees the released adapters, not the sum against the server" if cfg.user_dp.enabled and not distributed
+           else "")
         + ". The server cannot check the clipping bound of a masked upload (a malicious client could send a "
         "larger one).")
     return protocol, (ts[0] - 1 if ts else None), notes

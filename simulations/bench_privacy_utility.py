@@ -84,7 +84,8 @@ class Setting:
         else:  # noisy counts below tau noise stds become 0 (the tail is mostly noise)
             values["hybrid.popularity_threshold"] = float(tau or 0.0)
         if "user" in self.unit:
-            values.update({"user_dp.enabled": True, "user_dp.target_epsilon": self.epsilon})
+            values.update({"user_dp.enabled": True, "user_dp.target_epsilon": self.epsilon,
+                           "user_dp.noise": "distributed" if "distributed" in self.unit else "server"})
         if "record" in self.unit:
             values.update({"record_dp.enabled": True, "record_dp.target_epsilon": self.epsilon})
         return base.updated(values, source=f"bench row {self.name}")
@@ -96,6 +97,9 @@ def settings() -> list[Setting]:
     out += [Setting(f"user ε={e:g}", "user", e, three, (0, 1, 2) if e in (8, 1) else (0,)) for e in (8, 4, 2, 1, 0.5)]
     out += [Setting(f"record ε={e:g}", "record slot", e, ("pop", "pop+gram"), (0,)) for e in (8, 4, 1)]
     out.append(Setting("both ε=8", "user + record slot", 8.0, ("pop+gram",), (0,)))
+    # the clients add the noise (Skellam shares under SecAgg+): every device's encoding simulated, so the family
+    # is the central ε = 8 row's (its threshold and weights are tuned again on validation)
+    out.append(Setting("user ε=8 distributed", "user (distributed)", 8.0, ("pop+gram",), (0, 1, 2)))
     return out
 
 
@@ -232,6 +236,9 @@ def main(
     central: Annotated[bool, typer.Option(help="the centralized references (minutes); off for a quick look")] = True,
     from_json: Annotated[Path | None, typer.Option(
         help="reuse the rows of an earlier run's JSON and only add --lora-run / --federated rows")] = None,
+    merge_into: Annotated[Path | None, typer.Option(
+        help="run the --only settings and put their rows into this earlier run's JSON (same names replaced), "
+             "keeping its other rows, floors and references; the report is rewritten from it")] = None,
 ) -> None:
     """Regenerate the privacy-utility table (see the module docstring)."""
     from fedrec.shared.data.federation import load_federation
@@ -248,6 +255,20 @@ def main(
     table = build_model(base, fed.catalog).catalog.detach().cpu().numpy()
     pop = Population(EvalData(list(fed.splits), len(fed.catalog)), fed.catalog, table, text_features(table))
     parts = Parts(pop)
+    if merge_into is not None:
+        merged = json.loads(merge_into.read_text())
+        new = {r["setting"]: r for r in _rows(only, base, pop, parts)}
+        # the floor at each of their epsilons, recomputed in the same run (same seeds, so the same figures)
+        floors = {e: floor_rows(pop, parts, base, e) for e in {r["target_epsilon"] for r in new.values()}}
+        merged["floors"] = [r for r in merged["floors"] if r["target_epsilon"] not in floors] + [
+            r for rows in floors.values() for r in rows]
+        merged["rows"] = [new.pop(r["setting"], r) for r in merged["rows"]] + list(new.values())
+        merged["merged_command"] = ("python -m fedrec.simulations.bench_privacy_utility " + " ".join(
+            [f"--data {data}", f"--out {out}", f"--merge-into {merge_into}"] + [f"--only '{o}'" for o in only]))
+        merged["merged_seconds"] = round(time.perf_counter() - started, 1)
+        write_report(merged, out)
+        print(f"wrote {out} ({merged['merged_seconds']:.0f} s)")
+        return
     doc: dict[str, Any] = {"command": "python -m fedrec.simulations.bench_privacy_utility " + " ".join(
         [f"--data {data}", f"--out {out}"] + ([f"--lora-run {lora_run}"] if lora_run else [])
         + [f"--federated {r}" for r in federated]), "users": len(pop.data.splits),
@@ -255,6 +276,20 @@ def main(
         "cold_users": int(pop.data.cold["test"].sum()), "rows": [], "floors": [],
         "central": central_rows(pop) if central else []}
     print(f"central references done ({time.perf_counter() - started:.0f} s)", flush=True)
+    doc["rows"] = _rows(only, base, pop, parts)
+    for eps in (None, 8.0, 4.0, 2.0, 1.0, 0.5):
+        doc["floors"] += floor_rows(pop, parts, base, eps)
+    np_row = next((r for r in doc["rows"] if r["setting"] == "non-private"), None)
+    doc["lora"] = lora_rows(pop, parts, lora_run, np_row, base) if lora_run and np_row else []
+    doc["federated"] = federated_rows(list(federated))
+    doc["seconds"] = round(time.perf_counter() - started, 1)
+    write_report(doc, out)
+    print(f"wrote {out} ({doc['seconds']:.0f} s)")
+
+
+def _rows(only: list[str], base: RunConfig, pop: Population, parts: Parts) -> list[dict[str, Any]]:
+    """The rows of every setting (or of those named in `only`), each tuned on validation and reported on test."""
+    rows = []
     for setting in settings():
         if only and setting.name not in only:
             continue
@@ -265,17 +300,10 @@ def main(
         row = report_row(setting, family, cfg, weights, pop, parts, val)
         row["families_val"] = {f: v[0] for f, v in tried.items()}
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        doc["rows"].append(row)
+        rows.append(row)
         print(f"{setting.name:14s} {family:15s} val {val:.4f} test {row['test']:.4f}±{row['test_sd']:.4f} "
               f"cold {row['test_cold']:.4f} ε {row['epsilon']} ({row['seconds']:.0f} s)", flush=True)
-    for eps in (None, 8.0, 4.0, 2.0, 1.0, 0.5):
-        doc["floors"] += floor_rows(pop, parts, base, eps)
-    np_row = next((r for r in doc["rows"] if r["setting"] == "non-private"), None)
-    doc["lora"] = lora_rows(pop, parts, lora_run, np_row, base) if lora_run and np_row else []
-    doc["federated"] = federated_rows(list(federated))
-    doc["seconds"] = round(time.perf_counter() - started, 1)
-    write_report(doc, out)
-    print(f"wrote {out} ({doc['seconds']:.0f} s)")
+    return rows
 
 
 def _add_to(doc: dict[str, Any], data: str, out: Path, lora_run: Path | None, federated: list[Path],

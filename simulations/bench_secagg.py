@@ -36,12 +36,14 @@ from flwr.clientapp import ClientApp
 from flwr.common.serde import message_from_proto, message_to_proto
 
 from fedrec.client import secure_aggregation as client_secagg
+from fedrec.server.distributed_release import calibration
 from fedrec.server.secure_aggregation import SecureRound
 from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.mechanisms import clip_update
 from fedrec.shared.protocol import State, record_to_state, state_to_record
 from fedrec.shared.secagg import server as secagg_server
 from fedrec.shared.secagg import wire
+from fedrec.shared.secagg.distributed_encoding import DistributedEncoding, round_parameters
 from fedrec.simulations.inprocess import CLIENT_APP_RAISED, InProcessGrid
 
 ARRAYS = "arrays"
@@ -116,6 +118,18 @@ class Bench:
     cfg: RunConfig
     template: State
     updates: dict[int, State] = field(default_factory=dict)
+    survivor_fraction: float = 0.5
+    _calibrations: dict[int, Any] = field(default_factory=dict)
+
+    def distributed_encoding(self, clients: int) -> DistributedEncoding:
+        """A round's distributed-DP encoding as a run makes it (z = 1, n = the clients asked, this t fraction)."""
+        dim = int(sum(v.size for v in self.template.values()))
+        if clients not in self._calibrations:
+            self._calibrations[clients] = calibration(clip_norm=self.cfg.user_dp.clip_norm, dim=dim,
+                                                      noise_multiplier=1.0, population=clients,
+                                                      ring_bits=self.cfg.secagg.ring_bits).params
+        return DistributedEncoding(round_parameters(self._calibrations[clients], asked=clients,
+                                                    survivor_fraction=self.survivor_fraction))
 
     def update(self, node: int) -> State:
         if node not in self.updates:
@@ -185,8 +199,10 @@ def _train_messages(grid: WireGrid, nodes: list[int], global_state: State) -> li
             for n in nodes]
 
 
-def run_round(grid: WireGrid, bench: Bench, nodes: list[int], *, secure: bool, server_round: int) -> RoundResult:
-    """One round of `nodes` (the dropouts are `grid.drop`) and what it cost."""
+def run_round(grid: WireGrid, bench: Bench, nodes: list[int], *, secure: bool, server_round: int,
+              distributed: bool = False) -> RoundResult:
+    """One round of `nodes` (the dropouts are `grid.drop`) and what it cost. `distributed`: a secure round whose
+    clients add Skellam noise shares (`user_dp.noise = distributed`, t = ceil(`bench.survivor_fraction` x n))."""
     grid.traffic = Traffic()
     _UnmaskTimer.seconds = 0.0
     template = bench.template
@@ -195,7 +211,9 @@ def run_round(grid: WireGrid, bench: Bench, nodes: list[int], *, secure: bool, s
     aborted, survivors = None, 0
     if secure:
         grid.drop_at = f"train.{wire.MASKED_INPUT}"
-        sr = SecureRound(bench.cfg, server_round, max_clients=len(nodes), clip_norm=bench.cfg.user_dp.clip_norm)
+        encoding = bench.distributed_encoding(len(nodes)) if distributed else None
+        sr = SecureRound(bench.cfg, server_round, max_clients=len(nodes), clip_norm=bench.cfg.user_dp.clip_norm,
+                         encoding=encoding)
         sr.attach(messages)
         replies = [r for r in grid.send_and_receive(messages) if not r.has_error()]
         advertised = {r.metadata.src_node_id: sr.read_keys(r) for r in replies}
@@ -216,22 +234,25 @@ def run_round(grid: WireGrid, bench: Bench, nodes: list[int], *, secure: bool, s
     traffic = grid.traffic
     client = traffic.client_total()
     stage_max = {t: max(v) for t, v in traffic.client_s.items()}
-    return RoundResult(kind="secure" if secure else "plain", wall_s=wall, client_s=client, server_s=wall - client,
+    kind = "distributed" if distributed else "secure" if secure else "plain"
+    return RoundResult(kind=kind, wall_s=wall, client_s=client, server_s=wall - client,
                        parallel_s=wall - client + sum(stage_max.values()), unmask_s=_UnmaskTimer.seconds,
                        stage_client_s={t: statistics.median(v) for t, v in traffic.client_s.items()},
                        down=dict(traffic.down), up=dict(traffic.up), survivors=survivors, aborted=aborted)
 
 
-def measure(bench: Bench, clients: int, dropout: float, rounds: int, seed: int = 0) -> dict[str, list[RoundResult]]:
-    """`rounds` counted rounds of each kind (plus one warm-up each), alternating plain and secure."""
+def measure(bench: Bench, clients: int, dropout: float, rounds: int, seed: int = 0,
+            distributed: bool = False) -> dict[str, list[RoundResult]]:
+    """`rounds` counted rounds of each kind (plus one warm-up each), alternating plain, secure (and distributed)."""
     grid = WireGrid(client_app(bench), clients)
     nodes = list(grid.get_node_ids())
     rng = np.random.default_rng(seed)
-    results: dict[str, list[RoundResult]] = {"plain": [], "secure": []}
+    kinds = [(False, False), (True, False)] + ([(True, True)] if distributed else [])
+    results: dict[str, list[RoundResult]] = {"plain": [], "secure": [], "distributed": []}
     for r in range(rounds + 1):
         grid.drop = set(rng.choice(nodes, size=round(dropout * clients), replace=False).tolist())
-        for secure in (False, True):
-            res = run_round(grid, bench, nodes, secure=secure, server_round=r + 1)
+        for secure, noisy in kinds:
+            res = run_round(grid, bench, nodes, secure=secure, server_round=r + 1, distributed=noisy)
             if r > 0:
                 results[res.kind].append(res)
     return results
@@ -261,7 +282,20 @@ def summarise(results: dict[str, list[RoundResult]], template: State) -> dict[st
         "secure_up": per_client(secure, "up"), "secure_down": per_client(secure, "down"), "fp32": fp32,
         "aborted": sum(r.aborted is not None for r in secure), "rounds": len(secure),
         "survivors": statistics.median(r.survivors for r in secure),
+        **(_distributed_summary(results["distributed"], per_client) if results.get("distributed") else {}),
     }
+
+
+def _distributed_summary(rows: list[RoundResult], per_client: Any) -> dict[str, Any]:
+    """The distributed-DP rounds' medians (same figures as the secure ones, prefixed)."""
+    ok = [r for r in rows if r.aborted is None]
+    return {"distributed_wall": statistics.median(r.wall_s for r in rows),
+            "distributed_parallel": statistics.median(r.parallel_s for r in rows),
+            "distributed_server": statistics.median(r.server_s for r in rows),
+            "distributed_unmask": statistics.median(r.unmask_s for r in ok) if ok else float("nan"),
+            "distributed_encode": statistics.median(r.stage_client_s.get("train", 0.0) for r in rows),
+            "distributed_up": per_client(rows, "up"), "distributed_down": per_client(rows, "down"),
+            "distributed_aborted": sum(r.aborted is not None for r in rows)}
 
 
 def bench_config(clip_norm: float = 1.0, ring_bits: int = 32) -> RunConfig:
@@ -284,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="a 100-client training round (simulations/results/scale.md) for the whole-round ratio")
     p.add_argument("--out", type=Path, default=Path("simulations/results/secure_aggregation.md"))
     p.add_argument("--render", action="store_true", help="only rewrite --out from its .json (no measurement)")
+    p.add_argument("--distributed", action="store_true",
+                   help="also time distributed-DP rounds (clients add Skellam noise shares; t = ceil(0.5 n))")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if args.render:
@@ -299,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     for n in (int(x) for x in args.clients.split(",")):
         for drop in (float(x) for x in args.dropouts.split(",")):
             t0 = time.perf_counter()
-            s = summarise(measure(bench, n, drop, args.rounds), template)
+            s = summarise(measure(bench, n, drop, args.rounds, distributed=args.distributed), template)
             rows.append({"clients": n, "dropout": drop, **s})
             print(f"n={n} drop={drop:.0%}: plain {s['plain_wall']:.2f} s, secure {s['secure_wall']:.2f} s "
                   f"(deployed {s['plain_parallel']:.2f} / {s['secure_parallel']:.2f} s), unmask {s['unmask']:.2f} s, "

@@ -11,6 +11,10 @@ validation). This module runs the *same* code paths on the whole population at o
   per release in a user-level ledger) or the devices' (record-level alone: each of the N devices adds
   N(0, (z record_sensitivity)^2), whose sum is N(0, N (z record_sensitivity)^2); contributions are one item per
   slot, `one_per_slot`);
+- with `user_dp.noise = distributed` the noise is the devices' Skellam shares: each user's contribution goes through
+  the devices' own encoding (`DistributedEncoding.encode`: rotation, rounding, its noise share; a seeded generator
+  here, for reproducibility), the encodings are added in the ring (what SecAgg+ unmasks, bit-exactly), and the
+  server's `decode_sum` reads the noisy sum; one Skellam event per release (`record_distributed_release`);
 - `fedrec.server.releases.spec_for` and `finish` turn the noisy sums into the released tensors, and the noise
   multipliers come from `fedrec.server.calibration.resolve_noise`, as in a run.
 
@@ -22,12 +26,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fedrec.server.calibration import release_noise, resolve_noise
+from fedrec.server.distributed_release import ACCOUNTANT, calibration
 from fedrec.server.releases import finish, release_kinds, spec_for
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.types import Catalog
@@ -45,6 +51,7 @@ from fedrec.shared.hybrid.text import TextFeatures
 from fedrec.shared.privacy.accountants import make_accountant
 from fedrec.shared.privacy.calibrate import default_user_delta
 from fedrec.shared.privacy.ledger import PrivacyLedger
+from fedrec.shared.secagg.distributed_encoding import DistributedEncoding, round_parameters
 from fedrec.shared.train.dp_sgd import record_epsilon
 from fedrec.shared.train.examples import bucket_of
 from fedrec.simulations.hybrid_eval import EvalData, maxnorm_rows
@@ -95,7 +102,7 @@ class ReleasePhase:
 
     released: dict[str, np.ndarray]
     epsilon: float | None  # user-level (PLD) or the per-device record-level figure; None without DP
-    unit: str  # "user", "record slot" or "none"
+    unit: str  # "user", "user (distributed)", "record slot" or "none"
     delta: float | None
     noise: dict[str, float]  # kind -> noise multiplier
     seconds: float
@@ -111,12 +118,20 @@ def run_phase(cfg: RunConfig, pop: Population, seed: int) -> ReleasePhase:
     histories = pop.histories(cfg.train.examples_per_user if record else 0)
     rng = np.random.default_rng([seed, 7])
     delta = (cfg.user_dp.delta or default_user_delta(n)) if user else (cfg.record_dp.delta if record else None)
-    ledger = PrivacyLedger(guarantee="user-level" if user else "record-level", subject="bench")
+    distributed = user and cfg.user_dp.noise == "distributed"
+    ledger = PrivacyLedger(guarantee="user-level" if user else "record-level", subject="bench",
+                           adjacency="replace_special" if distributed else "add_or_remove_one")
     released: dict[str, np.ndarray] = {}
     for index, kind in enumerate(release_kinds(cfg)):
         spec = spec_for(kind, cfg, released, m)
         total = exact_sum(spec, pop, histories)
         z = noise.get(kind, 0.0)
+        if distributed:
+            noisy, sigma = _distributed_sum(spec, pop, histories, _round_params(cfg, spec, total.size, z, n, delta),
+                                            rng, ledger, kind)
+            noisy = noisy.reshape(total.shape)
+            released.update(finish(kind, {kind: noisy}, spec, cfg, sigma=sigma, population=n))
+            continue
         if user:
             sigma = z * spec.sensitivity
             ledger.record_user_level_release(round=0, noise_multiplier=z, sample_rate=None,
@@ -131,11 +146,47 @@ def run_phase(cfg: RunConfig, pop: Population, seed: int) -> ReleasePhase:
         released.update(finish(kind, {kind: noisy}, spec, cfg, sigma=sigma, population=n))
     epsilon = None
     if user:
-        epsilon = make_accountant("pld", adjacency=ledger.adjacency).epsilon(ledger.events(), delta=delta)
+        epsilon = make_accountant(ACCOUNTANT if distributed else "pld", adjacency=ledger.adjacency).epsilon(
+            ledger.events(), delta=delta)
     elif record:
         epsilon = record_epsilon(ledger, cfg)
-    return ReleasePhase(released, epsilon, "user" if user else "record slot" if record else "none", delta,
+    unit = "user (distributed)" if distributed else "user" if user else "record slot" if record else "none"
+    return ReleasePhase(released, epsilon, unit, delta,
                         noise, time.perf_counter() - t0)
+
+
+def contributions(spec: StatisticSpec, pop: Population, histories: list[tuple[np.ndarray, np.ndarray]]
+                  ) -> Iterator[np.ndarray]:
+    """Each user's flat contribution, laid out as `exact_sum` lays out their sum."""
+    x = indicators(spec, histories)
+    triu = np.triu_indices(spec.width) if spec.kind == "cooccurrence" else None
+    for row, (items, _) in zip(x, histories, strict=True):
+        if spec.kind == "popularity":
+            yield row
+        elif triu is not None:
+            yield np.outer(row, row)[triu]
+        else:
+            yield np.outer(pop.text.code(items, spec.rank), row).ravel()
+
+
+def _round_params(cfg: RunConfig, spec: StatisticSpec, dim: int, z: float, n: int, delta: float):  # noqa: ANN202
+    """The release's parameters as `DistributedDpRelease.encoding_for` makes them: every user asked."""
+    base = calibration(clip_norm=spec.sensitivity, dim=dim, noise_multiplier=z, population=n,
+                       ring_bits=cfg.secagg.ring_bits, delta=delta).params
+    return round_parameters(base, asked=n, survivor_fraction=cfg.user_dp.survivor_fraction)
+
+
+def _distributed_sum(spec: StatisticSpec, pop: Population, histories: list[tuple[np.ndarray, np.ndarray]], params,
+                     rng: np.random.Generator, ledger: PrivacyLedger, kind: str) -> tuple[np.ndarray, float]:
+    """(the decoded noisy sum, its noise std): every user's encoding (noise share included) added in the ring."""
+    enc = DistributedEncoding(params)
+    total = np.zeros(params.padded_dim, dtype=params.ring_dtype)
+    n = 0
+    for flat in contributions(spec, pop, histories):
+        np.add(total, enc.encode(flat, rng=rng), out=total)  # unsigned arithmetic wraps: the ring sum
+        n += 1
+    ledger.record_distributed_release(round=0, params=params, clients_aggregated=n, release=kind)
+    return enc.decode_sum(total, n), enc.noise_std(n)
 
 
 @dataclass

@@ -42,7 +42,13 @@ def markdown(doc: dict[str, Any]) -> str:
         "(K = 16 hash slots of the user's records; a device's release contributions use one item per slot), each "
         "device adding its own noise (local DP against the server), δ = record_dp.delta, the devices' Opacus "
         "accountant; **both** = user-level releases on devices that also run record-level DP (the releases carry "
-        "the user-level guarantee, which covers a record too).", "",
+        "the user-level guarantee, which covers a record too); **user (distributed)** = the same user-level unit with "
+        "the noise added by the devices (Skellam shares under secure aggregation, `user_dp.noise = distributed`: the "
+        "server never sees a noiseless sum), δ as user, the `rdp-distributed` accountant, no amplification; every "
+        "device's encoding (rotation, rounding, its noise share) is simulated and the encodings are summed in the "
+        "32-bit ring, the noise counted for t = ⌈0.9 N⌉ survivors (so with all N surviving its std is √(N/t) ≈ 1.05× "
+        "the central one)." + (f" The distributed row was added by `{doc['merged_command']}` and the user ε = 8 "
+                               "row recomputed in the same run." if doc.get("merged_command") else ""), "",
         "## The table", "",
         "| setting | unit | ε | δ | model | val NDCG@10 | test NDCG@10 | HR@10 | cold NDCG@10 | floor at ε "
         "| DP popularity at ε | wall s |",

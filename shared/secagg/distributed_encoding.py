@@ -71,8 +71,12 @@ class DistributedEncoding:
                              f"{self.params.dim}")
         return self.params.padded_dim
 
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        """Clip the flat update to S and encode it with this device's noise share (ring words, padded length)."""
+    def encode(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Clip the flat update to S and encode it with this device's noise share (ring words, padded length).
+
+        `rng`: the rounding and noise randomness; None (every device) = a fresh generator seeded from the OS CSPRNG.
+        Only a benchmark that simulates many devices in one process passes a seeded one, to be reproducible.
+        """
         v = np.asarray(x, dtype=np.float64).ravel()
         if v.size != self.params.dim:
             raise ValueError(f"the update has {v.size} coordinates, the round's parameters {self.params.dim}")
@@ -83,7 +87,7 @@ class DistributedEncoding:
         if norm > bound:
             v = v * (bound / norm)
         try:
-            return encode_with_noise(v, self.params, secure_generator())
+            return encode_with_noise(v, self.params, secure_generator() if rng is None else rng)
         except RoundingError as e:  # practically never (probability < beta^1000); a refusal, not a crash
             raise ValueError(str(e)) from None
 

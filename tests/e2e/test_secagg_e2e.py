@@ -1,9 +1,12 @@
-"""End to end: a real Flower simulation (Ray) with secure aggregation and user-level DP, with dropouts.
+"""End to end: a real Flower simulation (Ray) with secure aggregation and user-level DP, with dropouts, once with
+the server adding the noise and once with the clients adding Skellam noise shares (`user_dp.noise = distributed`).
 
 The server's Grid is wrapped so that, as seen from the protocol, one client is lost after sharing its keys in
 round 1 (its masked-input request never arrives: the round must complete without it) and three of six clients
 are lost before unmasking in round 2 (fewer than t = 4 survive: the round must abort and release nothing). The
-wrapper also records every reply the server receives.
+wrapper also records every reply the server receives. In distributed mode the noise is accounted for
+ceil(0.5 x 6) = 3 survivors, so round 1's five carry more noise than accounted and round 2 fails at the SecAgg+
+threshold, before the server can unmask anything.
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ class LossyGrid:
         return replies
 
 
-@pytest.fixture(scope="module")
-def secure_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["server", "distributed"])
+def secure_run(request, tmp_path_factory):
     # Full participation (6 of 6 users: the only fixed-size cohort user-level DP accepts): k = 5, t = 4.
     cfg = RunConfig.from_mapping({"data.source": "synthetic:users=6,items=60,seed=5", "run.rounds": 2,
                                   "run.clients_per_round": 6, "eval.every": 2, "user_dp.enabled": True,
@@ -61,7 +64,8 @@ def secure_run(tmp_path_factory):
                                   "train.bias_learning_rate": 0.5, "secagg.enabled": True,
                                   # the adapter rounds alone: the release phase's secure sums would take the
                                   # first two secure rounds LossyGrid counts (and loses requests in)
-                                  "hybrid.releases": "",
+                                  "hybrid.releases": "", "user_dp.noise": request.param,
+                                  "user_dp.survivor_fraction": 0.5,
                                   "run.dir": str(tmp_path_factory.mktemp("runs")), "run.name": "secagg"})
     grids: list[LossyGrid] = []
     original = server_app.run_federation
@@ -78,7 +82,7 @@ def secure_run(tmp_path_factory):
 
 def test_round_with_a_dropout_completes_and_an_unrecoverable_one_aborts(secure_run):
     """Round 1 sums the 5 clients that sent masked inputs; round 2 has 3 < t survivors and releases nothing."""
-    _, run, grid = secure_run
+    cfg, run, grid = secure_run
     rounds = json.loads((run / "rounds.json").read_text())
     first, second = rounds
     assert first["status"] == "ok" and first["updates"] == 5
@@ -86,6 +90,9 @@ def test_round_with_a_dropout_completes_and_an_unrecoverable_one_aborts(secure_r
     assert [first[f"secagg_{s}"] for s in ("advertise_keys", "share_keys", "masked_input", "unmask")] == [6, 6, 5, 5]
     assert second["status"].startswith("aborted: unmask: 3 of 6 clients answered; t = 4 needed")
     assert second["updates"] == 0 and "eval_ndcg@10" in second  # the old adapter is still evaluated
+    if cfg.user_dp.noise == "distributed":  # the survivors' noise: 5 shares of V / 3 each, std z S sqrt(5 / 3)
+        assert first["ddp_min_survivors"] == 3 and first["ddp_padded_dim"] & (first["ddp_padded_dim"] - 1) == 0
+        assert first["ddp_noise_std"] == pytest.approx(1.0 * 0.5 * (5 / 3) ** 0.5, rel=1e-9)
     clients = (private_dir(run) / "clients.csv").read_text()  # per-client rows are server-private under DP
     assert f"{grid.lost[1][0]}," in clients and "dropped at masked-input: no reply" in clients
 
@@ -99,8 +106,14 @@ def test_only_released_rounds_enter_the_ledger_and_the_report_verifies(secure_ru
     report = json.loads((run / "privacy-report.json").read_text())
     tm = report["scope"]["trust_model"]
     assert "SecAgg+" in tm["secure_aggregation"] and "t = 4" in tm["secure_aggregation"]
-    assert tm["colluding_clients_max"] == 3 and "exact sum" in tm["notes"]
+    assert tm["colluding_clients_max"] == 3
+    distributed = report["user_level"]["accounting"]["accountant"] == "rdp-distributed"
+    assert ("Skellam noise shares already in it" if distributed else "exact sum") in tm["notes"]
     assert report["user_level"]["composition"]["rounds_without_release"] == [2]
+    if distributed:  # one Skellam event, zero-out adjacency, no amplification claimed
+        assert report["user_level"]["adjacency"] == "replace_special"
+        assert report["user_level"]["sampling"]["method"] == "none"
+        assert [e.event.__class__.__name__ for e in ledger] == ["SkellamDpEvent"]
     result = CliRunner().invoke(cli, ["audit", "verify", str(run / "privacy-report.json"), "--public-key",
                                       str(run / "server-ed25519.pub")], terminal_width=200)
     assert result.exit_code == 0, result.output

@@ -96,8 +96,12 @@ def guarantee_statement(level: str, g: Mapping[str, Any], scope: Mapping[str, An
         f"{g['privacy_unit']['contribution_bound']}), against anyone who sees "
         f"{'; '.join(scope['outputs_covered'])}; trust model: {trust}.{extra} "
         f"Neighbouring data sets differ by {adjacency}. "
-        f"Mechanism: {mech['name']}; {clip} is clipped to L2 norm {_num(s)} and Gaussian noise of standard "
-        f"deviation z·{_num(s)} = {_num(z * s)} (z = {_num(z)}) is added to the sum; {sampling}. "
+        f"Mechanism: {mech['name']}; {clip} is clipped to L2 norm {_num(s)} and "
+        + (f"each device adds a share of Skellam noise, the shares of at least t survivors summing to standard "
+           f"deviation z·{_num(s)} = {_num(z * s)} (z = {_num(z)}) or more per coordinate (the server adds none)"
+           if mech.get("noise_distribution") == "skellam" else
+           f"Gaussian noise of standard deviation z·{_num(s)} = {_num(z * s)} (z = {_num(z)}) is added to the sum")
+        + f"; {sampling}. "
         f"Composition: {span}. Accounting: {accounting}. "
         f"Not covered: {'; '.join(scope['not_covered']) or 'nothing listed'}."
     )

@@ -107,3 +107,27 @@ def test_a_report_whose_event_disagrees_with_its_parameters_fails_verification(s
 def test_distributed_noise_needs_secure_aggregation() -> None:
     with pytest.raises(ValueError, match="secagg.enabled"):
         RunConfig.from_mapping({**{k: v for k, v in DISTRIBUTED.items()}, "secagg.enabled": False})
+
+
+def test_a_target_epsilon_is_calibrated_with_the_skellam_plan_and_holds_for_any_vector_size() -> None:
+    """The plan uses the largest vector the encoding allows, so the run's actual releases (smaller vectors, hence
+    smaller sensitivities in integer units) stay within the target; the plan is tight (within 1%)."""
+    from fedrec.server.calibration import resolve_noise
+    from fedrec.server.distributed_release import ACCOUNTANT, calibration
+    from fedrec.shared.privacy.accountants import make_accountant
+
+    cfg = RunConfig.from_mapping({**DISTRIBUTED, "user_dp.target_epsilon": 4.0, "run.rounds": 5,
+                                  "hybrid.releases": "popularity", "hybrid.shares": "popularity:1,adapter:1",
+                                  "run.client_sampling": "poisson", "run.clients_per_round": 50})
+    out = resolve_noise(cfg, 500)
+    z_pop = float(out.hybrid.noise_multipliers.split(":")[1])
+    z_adapter = out.user_dp.noise_multiplier
+    assert out.user_dp.epsilon_max == 4.0
+    acc = make_accountant(ACCOUNTANT, adjacency="replace_special")
+    for dim in (10, 3000, 221_244, 2**24):
+        events = [calibration(clip_norm=1.0, dim=dim, noise_multiplier=z_pop, population=500, ring_bits=32,
+                              delta=1e-6).event]
+        events += [calibration(clip_norm=0.7, dim=dim, noise_multiplier=z_adapter, population=500, ring_bits=32,
+                               delta=1e-6).event] * 5
+        eps = acc.epsilon(events, delta=1e-6)  # min(1e-6, 1 / (10 N)) at N = 500
+        assert 3.9 < eps <= 4.0, dim

@@ -199,8 +199,9 @@ def test_opacus_accountants_refuse_what_opacus_cannot_account_for():
 
 
 def test_registry_names_and_independence():
-    assert set(ACCOUNTANTS) == {"rdp", "pld", "opacus-rdp", "opacus-prv"}
+    assert set(ACCOUNTANTS) == {"rdp", "pld", "opacus-rdp", "opacus-prv", "rdp-distributed"}
     assert independent_accountants("rdp") == ["pld"]
+    assert independent_accountants("rdp-distributed") == ["rdp", "pld"]
     assert independent_accountants("pld") == ["rdp"]
     assert independent_accountants("opacus-prv") == ["rdp", "pld"]
     assert independent_accountants("opacus-rdp") == ["rdp", "pld"]
