@@ -260,8 +260,8 @@ def main(
         new = {r["setting"]: r for r in _rows(only, base, pop, parts)}
         # the floor at each of their epsilons, recomputed in the same run (same seeds, so the same figures)
         floors = {e: floor_rows(pop, parts, base, e) for e in {r["target_epsilon"] for r in new.values()}}
-        merged["floors"] = [r for r in merged["floors"] if r["target_epsilon"] not in floors] + [
-            r for rows in floors.values() for r in rows]
+        fresh = {r["setting"]: r for rows in floors.values() for r in rows}
+        merged["floors"] = [fresh.pop(r["setting"], r) for r in merged["floors"]] + list(fresh.values())
         merged["rows"] = [new.pop(r["setting"], r) for r in merged["rows"]] + list(new.values())
         merged["merged_command"] = ("python -m fedrec.simulations.bench_privacy_utility " + " ".join(
             [f"--data {data}", f"--out {out}", f"--merge-into {merge_into}"] + [f"--only '{o}'" for o in only]))
