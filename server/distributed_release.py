@@ -75,8 +75,11 @@ class DistributedDpRelease(DpFedAvgRelease):
                      noise_multiplier: float | None = None) -> DistributedEncoding:
         """This round's encoding: the run's calibration for (dim, S, z), t from `asked`, a fresh rotation seed."""
         z = self.noise_multiplier if noise_multiplier is None else noise_multiplier
-        base = self.calibration_for(dim, self.clip_norm if clip_norm is None else clip_norm, z).params
-        return DistributedEncoding(round_parameters(base, asked=asked, survivor_fraction=self.survivor_fraction))
+        calibrated = self.calibration_for(dim, self.clip_norm if clip_norm is None else clip_norm, z)
+        # the run's wrap-around bound (t = 1, n = N: the most noise and signal any round can sum) holds every round
+        return DistributedEncoding(round_parameters(calibrated.params, asked=asked,
+                                                    survivor_fraction=self.survivor_fraction),
+                                   log10_wrap_probability=calibrated.log10_wrap_probability_per_round)
 
     def event(self):
         """One adapter release's event (the budget check's next step): the run's Skellam event for the adapter."""
@@ -85,6 +88,7 @@ class DistributedDpRelease(DpFedAvgRelease):
     def _record(self, agg: Aggregate, *, server_round: int, release: str) -> None:
         self.ledger.record_distributed_release(round=server_round, params=agg.encoding.params,
                                                clients_aggregated=agg.contributors, release=release,
+                                               log10_wrap_probability_per_round=agg.encoding.log10_wrap_probability,
                                                **({"discarded": agg.discarded} if agg.discarded else {}))
 
     def release(self, agg: Aggregate, template: State, *, sampled: int, server_round: int) -> State | None:

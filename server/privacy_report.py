@@ -44,6 +44,8 @@ def secure_aggregation_scope(cfg: RunConfig,
     smallest t: fewer than t colluding clients learn nothing beyond the sum in every round.
     """
     distributed = cfg.user_dp.enabled and cfg.user_dp.noise == "distributed"
+    wraps = [float(r["ddp_log10_wrap_probability"]) for r in secure_rounds
+             if r.get("ddp_log10_wrap_probability") is not None]
     done = [r for r in secure_rounds if "secagg_threshold" in r]
     ks = sorted({int(r["secagg_neighbours"]) for r in done})
     ts = sorted({int(r["secagg_threshold"]) for r in done})
@@ -59,7 +61,8 @@ def secure_aggregation_scope(cfg: RunConfig,
         f"(a strict majority; fraction {cfg.secagg.threshold_fraction:g}); each client clips its whole delta to "
         f"S = {cfg.user_dp.clip_norm:g} and encodes it in Z_2^{cfg.secagg.ring_bits} "
         + ("after a randomized Hadamard rotation, scaling by gamma, conditional randomized rounding to the integer "
-           "L2 bound Delta_2 and its own Skellam noise share (wrap-around probability at most 1e-9 per round, "
+           "L2 bound Delta_2 and its own Skellam noise share (probability of a modular wrap-around at most "
+           + (f"10^{max(wraps):.4g}" if wraps else "1e-9") + " per round by the calibration's Chernoff bound, "
            "detected on decoding)" if distributed else "(no per-coordinate clipping, no overflow by construction)")
         + (f"; quantization error of the sum <= {quant:.3g} per coordinate"
            + (f" against noise std z*S = {noise:.3g}" if cfg.user_dp.enabled else "") if quant is not None else "")

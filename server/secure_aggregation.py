@@ -163,7 +163,8 @@ class SecureRound:
                 p = self.encoding.params
                 out.info.update({"ddp_min_survivors": p.min_survivors, "ddp_scale": p.scale,
                                  "ddp_client_variance": p.client_variance, "ddp_padded_dim": p.padded_dim,
-                                 "ddp_noise_std": self.encoding.noise_std(len(out.survivors))})
+                                 "ddp_noise_std": self.encoding.noise_std(len(out.survivors)),
+                                 "ddp_log10_wrap_probability": self.encoding.log10_wrap_probability})
         out.info["secagg_seconds"] = round(time.perf_counter() - t0, 3)
         return out
 

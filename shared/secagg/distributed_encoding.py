@@ -47,6 +47,8 @@ class DistributedEncoding:
     """One round's distributed-DP encoding (public: every value here may be sent to every client)."""
 
     params: DistributedDpParams
+    #: log10 of the run calibration's bound on P(a modular wrap-around in this round) (None: not stated)
+    log10_wrap_probability: float | None = None
 
     @property
     def ring_bits(self) -> int:

@@ -85,6 +85,9 @@ def test_a_distributed_run_with_releases_writes_a_report_that_verifies(small_fed
     ledger = PrivacyLedger.from_json(user["ledger"])
     assert [e.metadata["release"] for e in ledger] == ["popularity", "cooccurrence", "adapter"]
     assert all(isinstance(e.event, SkellamDpEvent) for e in ledger)
+    # the wrap-around probability is stated: per entry, and in the report's protocol line
+    assert all(e.metadata["log10_wrap_probability_per_round"] <= -9 for e in ledger)
+    assert "probability of a modular wrap-around at most 10^" in report["scope"]["trust_model"]["secure_aggregation"]
     assert "no noise" in report["scope"]["dp_setting"] or "adds none" in report["scope"]["dp_setting"]
     findings = verify_report_file(run / "privacy-report.json",
                                   public_key=load_public_key(run / "server-ed25519.pub"))
