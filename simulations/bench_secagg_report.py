@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def _wall(measured: dict[str, Any]) -> str:
 
 
 def _command(argv: list[str] | None) -> str:
-    args = " ".join(argv) if argv else "--out simulations/results/secure_aggregation.md"
+    args = shlex.join(argv) if argv else "--out simulations/results/secure_aggregation.md"
     return f"python -m fedrec.simulations.bench_secagg {args}"
 
 
@@ -95,7 +96,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], flower: list[dict[str, A
         lines.append(f"| {r['clients']} | {r['dropout']:.0%} | {r['plain_up']:,.0f} | {r['secure_up']:,.0f} | "
                      f"{r['secure_up'] / r['fp32']:.4f} | {r['plain_down']:,.0f} | {r['secure_down']:,.0f} | "
                      f"{r['secure_down'] / r['fp32']:.4f} |")
-    lines += _distributed(rows, dim, train)
+    lines += _distributed(rows, dim, train) or [
+        "", "## Distributed DP", "", "Rounds whose clients add Skellam noise shares (`user_dp.noise = distributed`) "
+        "are timed with `--distributed`: `simulations/results/secure_aggregation_distributed.md`."]
     lines += _quality(rows, dim)
     lines += _flower(rows, flower)
     lines += _goals(rows, flower, train)
