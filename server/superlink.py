@@ -5,6 +5,17 @@
 (the devices run the installed fedrec, nothing is fetched). It is stopped by PID, always: `superlink_running` is
 the only way `serve` holds one, so errors, Ctrl-C and SIGTERM cannot leave it behind.
 
+Sessions a previous SuperLink left behind (issue 16). The database keeps each node's status and `online_until`
+(last heartbeat + 2 x 30 s), and flwr 1.41 does not reset them when a SuperLink starts. A SuperLink stops at the end
+of every run while its devices are still connected, so the next SuperLink on the same database would start with
+those devices "online" for up to a minute though nothing is connected: `fedrec server` would count them, submit the
+run and send the catalog query to nodes that never answer, while the devices themselves, reconnecting, are refused
+("[code: 2004] Failed to activate SuperNode": the key's session still counts as online). So before the real
+SuperLink starts, `end_leftover_sessions` marks every node the database still shows online as offline, through
+Flower's own LinkState (`deactivate_node`, as a SuperNode's clean exit would). No node can hold a session with a
+SuperLink that is not running; a device whose SuperNode outlived the restart turns online again with its next
+heartbeat.
+
 The connection `[superlink.fedrec]` (address + `root-certificates`) is written into `$FLWR_HOME/config.toml`
 (`FLWR_HOME` from the environment, else `<work-dir>/flwr-home`), keeping every other entry there.
 """
@@ -84,10 +95,14 @@ class SuperLink:
         self.ca, self.cert, self.key = check_server_files(plan.certs)
         self.process: ManagedProcess | None = None
 
+    @property
+    def database(self) -> Path:
+        """The SuperLink's persistent database (registered keys, node sessions, runs), shared by every start."""
+        return (self.plan.work_dir / "superlink.db").resolve()
+
     def argv(self) -> list[str]:
         p = self.plan
-        common = ["--database", str((p.work_dir / "superlink.db").resolve()),
-                  "--disable-runtime-dependency-installation"]
+        common = ["--database", str(self.database), "--disable-runtime-dependency-installation"]
         if self.setup_port:
             return [tool("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.setup_port),
                     *common]
@@ -112,6 +127,29 @@ class SuperLink:
             self.process.stop()
 
 
+def end_leftover_sessions(database: Path) -> list[int]:
+    """Mark offline every node that `database` still shows online; returns their node ids.
+
+    Only while no SuperLink uses the database (the module docstring says why). Through Flower's own LinkState, so
+    the schema (and its migrations) stay Flower's business.
+    """
+    if not database.is_file():
+        return []
+    from flwr.supercore.constant import NodeStatus
+    from flwr.superlink.config_loader import get_objectstore_linkstate_factories
+    from flwr.superlink.federation.noop_federation_manager import NoOpFederationManager
+
+    _, factory = get_objectstore_linkstate_factories(str(database), NoOpFederationManager())
+    state = factory.state()
+    try:
+        online = state.get_node_info(statuses=[NodeStatus.ONLINE])
+        return [n.node_id for n in online if state.deactivate_node(n.node_id)]
+    finally:
+        engine = getattr(state, "_engine", None)  # flwr 1.41 keeps no close(); release the file's connections
+        if engine is not None:
+            engine.dispose()
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -129,6 +167,8 @@ def superlink_running(plan: ServerPlan, say: Say) -> Iterator[tuple[SuperLink, P
     address = connect_address(plan.host, plan.port, link.cert)
     write_connection(flwr_home, address, link.ca)
     try:
+        if ended := end_leftover_sessions(link.database):  # before any device can connect to it
+            say(f"{len(ended)} device session(s) left online by the previous SuperLink: marked offline")
         link.start()
         say(f"SuperLink ready on {plan.host}:{plan.port} (PID {link.process.pid if link.process else '?'}; "
             f"connection {CONNECTION!r} = {address} in {flwr_home / 'config.toml'}; log {work / 'superlink.log'})")

@@ -15,7 +15,7 @@ from fedrec.server import launch
 from fedrec.server.flwr_control import list_nodes
 from fedrec.server.launch_plan import ServerPlan
 from fedrec.server.nodes import register_before_start
-from fedrec.server.superlink import superlink_running
+from fedrec.server.superlink import end_leftover_sessions, superlink_running
 from fedrec.shared.config import RunConfig
 from fedrec.shared.data.synthetic import make_synthetic
 from fedrec.shared.edge.node_keys import make_node_key
@@ -99,6 +99,37 @@ def test_keys_are_in_the_database_when_the_real_superlink_starts(tmp_path: Path)
         nodes = list_nodes(flwr_home=flwr_home)
     assert sorted(n["node-id"] for n in nodes) == sorted(first.values())
     assert {n["status"] for n in nodes} == {"registered"}
+
+
+def _heartbeat(database: Path, node_ids: list[int]) -> None:
+    """What a connected SuperNode's heartbeat leaves in the database: online for 2 x 30 s from now."""
+    from flwr.superlink.config_loader import get_objectstore_linkstate_factories
+    from flwr.superlink.federation.noop_federation_manager import NoOpFederationManager
+
+    state = get_objectstore_linkstate_factories(str(database), NoOpFederationManager())[1].state()
+    assert all(state.acknowledge_node_heartbeat(n, 30.0) for n in node_ids)
+    state._engine.dispose()
+
+
+@needs_superlink
+def test_a_restarted_superlink_starts_with_no_device_online(tmp_path: Path) -> None:
+    """Issue 16: the devices of the previous run were online when its SuperLink stopped; the next SuperLink on the
+    same database must not count them (or refuse their keys) until they really reconnect."""
+    make_certificates(tmp_path / "certs")
+    keys = [make_node_key(tmp_path / "keys", f"d{i}").public for i in range(2)]
+    plan = ServerPlan(certs=tmp_path / "certs", settings={}, work_dir=tmp_path / "w", port=free_port(),
+                      flwr_home=tmp_path / "w" / "flwr-home")
+    plan.work_dir.mkdir()
+    assert end_leftover_sessions(plan.work_dir / "superlink.db") == []  # no database yet: nothing, none created
+    assert not (plan.work_dir / "superlink.db").exists()
+    nodes = sorted(register_before_start(plan, keys, lambda _: None).values())
+    _heartbeat(plan.work_dir / "superlink.db", nodes)  # the previous run's devices, still "online"
+    said: list[str] = []
+    with superlink_running(plan, said.append) as (_, flwr_home):
+        listed = list_nodes(flwr_home=flwr_home)
+    assert sorted(n["node-id"] for n in listed) == nodes and {n["status"] for n in listed} == {"offline"}
+    assert "2 device session(s) left online by the previous SuperLink: marked offline" in said
+    assert end_leftover_sessions(plan.work_dir / "superlink.db") == []
 
 
 @pytest.mark.parametrize(("settings", "warned"), [({}, False), ({"secagg.enabled": "false"}, True)])
