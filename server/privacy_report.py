@@ -64,8 +64,10 @@ def secure_aggregation_scope(cfg: RunConfig,
            "L2 bound Delta_2 and its own Skellam noise share (probability of a modular wrap-around at most "
            + (f"10^{max(wraps):.4g}" if wraps else "1e-9") + " per round by the calibration's Chernoff bound, "
            "detected on decoding)" if distributed else "(no per-coordinate clipping, no overflow by construction)")
-        + (f"; quantization error of the sum <= {quant:.3g} per coordinate"
-           + (f" against noise std z*S = {noise:.3g}" if cfg.user_dp.enabled else "") if quant is not None else "")
+        + ((f"; the clients' randomized rounding moves the decoded sum by at most {quant:.3g} in L2 (a deterministic "
+            "bound; the rounding is unbiased below the clip norm)" if distributed else
+            f"; quantization error of the sum <= {quant:.3g} per coordinate"
+            + (f" against noise std z*S = {noise:.3g}" if cfg.user_dp.enabled else "")) if quant is not None else "")
         + f"; {len(aborted)} round(s) aborted with fewer than t survivors, nothing released: {aborted or 'none'}")
     notes = (
         "secure aggregation assumes an honest-but-curious server (it runs the protocol as written, including the "
