@@ -322,8 +322,9 @@ def _add_to(doc: dict[str, Any], data: str, out: Path, lora_run: Path | None, fe
         np_row = next(r for r in doc["rows"] if r["setting"] == "non-private")
         doc["lora"] = lora_rows(pop, Parts(pop), lora_run, np_row, base)
         doc["command"] += f" --lora-run {lora_run}"
-    if federated:
-        doc["federated"] = federated_rows(federated)
+    if federated:  # added to the earlier ones (a run of the same name replaces its row)
+        new = {r["setting"]: r for r in federated_rows(federated)}
+        doc["federated"] = [new.pop(r["setting"], r) for r in doc.get("federated", [])] + list(new.values())
         doc["command"] += "".join(f" --federated {r}" for r in federated)
     doc["seconds"] = round(float(doc["seconds"]) + time.perf_counter() - started, 1)
     write_report(doc, out)
