@@ -108,7 +108,7 @@ def test_only_released_rounds_enter_the_ledger_and_the_report_verifies(secure_ru
     assert "SecAgg+" in tm["secure_aggregation"] and "t = 4" in tm["secure_aggregation"]
     assert tm["colluding_clients_max"] == 3
     distributed = report["user_level"]["accounting"]["accountant"] == "rdp-distributed"
-    assert ("Skellam noise shares already in it" if distributed else "exact sum") in tm["notes"]
+    assert ("with their Skellam noise shares in it" if distributed else "exact sum") in tm["notes"]
     assert report["user_level"]["composition"]["rounds_without_release"] == [2]
     if distributed:  # one Skellam event, zero-out adjacency, no amplification claimed
         assert report["user_level"]["adjacency"] == "replace_special"

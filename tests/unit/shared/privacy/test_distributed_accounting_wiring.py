@@ -47,7 +47,7 @@ def test_codec_round_trips_the_events_and_stays_version_1_without_them(params) -
 
 def test_a_ledger_entry_rebuilds_its_event_from_its_parameters(params) -> None:
     ledger = PrivacyLedger(guarantee="user-level", adjacency="replace_special")
-    entry = ledger.record_distributed_release(round=1, params=params, clients_aggregated=40, release="adapter")
+    ledger.record_distributed_release(round=1, params=params, clients_aggregated=40, release="adapter")
     back = PrivacyLedger.loads(ledger.dumps())
     assert back == ledger and back.to_json()["event_codec"] == 2
     assert entry_params(back.entries[0]) == params
