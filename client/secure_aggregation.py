@@ -70,7 +70,10 @@ def advertise(msg: Message, context: Context, cfg: RunConfig, delta: State, metr
     def encode(max_clients: int, clip_norm: float | None) -> tuple[np.ndarray, int]:
         distributed = wire.distributed_params_from(msg.content)  # user_dp.noise = distributed: the round's params
         if distributed is not None:  # clip to S, rotate, round, add this device's noise share (never sent alone)
-            noisy = DistributedEncoding(DistributedDpParams.from_json(distributed))
+            params = DistributedDpParams.from_json(distributed)
+            if params.client_variance <= 0:  # a round without this device's noise share would not be DP
+                raise ValueError("distributed DP round parameters with no noise (client_variance 0)")
+            noisy = DistributedEncoding(params)
             return noisy.encode(flatten_state(delta)), noisy.ring_bits
         encoding = round_encoding(cfg, max_clients, clip_norm)
         dim = int(sum(v.size for v in delta.values()))

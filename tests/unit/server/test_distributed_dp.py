@@ -134,3 +134,22 @@ def test_a_target_epsilon_is_calibrated_with_the_skellam_plan_and_holds_for_any_
                                delta=1e-6).event] * 5
         eps = acc.epsilon(events, delta=1e-6)  # min(1e-6, 1 / (10 N)) at N = 500
         assert 3.9 < eps <= 4.0, dim
+
+
+def test_a_device_refuses_a_distributed_round_without_noise(small_federation) -> None:
+    """A round setup whose parameters carry no noise (client_variance 0) is refused by every device (the "secagg"
+    error code): a device never sends an update without its noise share in distributed mode."""
+    grid, fed = small_federation(**DISTRIBUTED)
+    release = fed.release
+    original = release.encoding_for
+
+    def quiet(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        import dataclasses
+
+        enc = original(*args, **kwargs)
+        return dataclasses.replace(enc, params=dataclasses.replace(enc.params, client_variance=0.0))
+
+    release.encoding_for = quiet
+    outcome = run_round(grid, fed, 1, fed.adapter_task(1))
+    assert outcome.update is None and outcome.row["updates"] == 0 and outcome.row["failed"] == 6
+    assert len(fed.user_dp.ledger) == 0
