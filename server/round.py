@@ -223,7 +223,8 @@ def run_round(grid: Grid, fed: Federation, server_round: int, task: RoundTask) -
     out: dict[str, Any] = {
         "round": server_round,
         "phase": task.phase,
-        "status": f"aborted: {aggregate.aborted}" if aggregate.aborted else status,
+        "status": (f"aborted: {aggregate.aborted}" if aggregate.aborted else
+                   f"discarded: {aggregate.discarded}" if aggregate.discarded else status),
         "sampled": len(task.nodes),
         "updates": updates,
         "failed": len(failures),

@@ -153,3 +153,19 @@ def test_a_device_refuses_a_distributed_round_without_noise(small_federation) ->
     outcome = run_round(grid, fed, 1, fed.adapter_task(1))
     assert outcome.update is None and outcome.row["updates"] == 0 and outcome.row["failed"] == 6
     assert len(fed.user_dp.ledger) == 0
+
+
+def test_a_wrap_around_discards_the_round_but_its_privacy_is_spent(small_federation, monkeypatch) -> None:
+    """The server unmasked the (noisy) sum but cannot read it: nothing is released, the round says so, and its
+    Skellam event is in the ledger (the server saw the sum)."""
+    from fedrec.shared.privacy.distributed_dp import WrapAroundError
+
+    def wrapped(self, total, count):  # noqa: ANN001, ANN202
+        raise WrapAroundError("1 coordinate outside the envelope", count=1, max_abs=2**31 - 1)
+
+    monkeypatch.setattr(DistributedEncoding, "decode_sum", wrapped)
+    grid, fed = small_federation(**DISTRIBUTED)
+    outcome = run_round(grid, fed, 1, fed.adapter_task(1))
+    assert outcome.update is None and outcome.row["status"].startswith("discarded: wrap-around")
+    (entry,) = fed.user_dp.ledger.entries
+    assert entry.metadata["discarded"].startswith("wrap-around") and isinstance(entry.event, SkellamDpEvent)
