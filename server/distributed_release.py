@@ -30,7 +30,6 @@ import numpy as np
 from fedrec.server.release import Aggregate, DpFedAvgRelease, MeanRelease, Release
 from fedrec.shared.config import RunConfig
 from fedrec.shared.privacy.distributed_dp import Calibration, calibrate
-from fedrec.shared.privacy.ledger import PrivacyLedger
 from fedrec.shared.protocol import State
 from fedrec.shared.secagg.distributed_encoding import DistributedEncoding, round_parameters
 
@@ -53,11 +52,11 @@ class DistributedDpRelease(DpFedAvgRelease):
 
     accountant = ACCOUNTANT
     quick_accountant = ACCOUNTANT
+    adjacency = "replace_special"  # the Skellam bound's relation: one user's update zeroed, their noise share kept
 
     def __init__(self, cfg: RunConfig, population: int, *, sample_rate: float, poisson: bool,
                  adapter_dim: int) -> None:
         super().__init__(cfg, population, sample_rate=sample_rate, poisson=poisson)
-        self.ledger = PrivacyLedger(guarantee="user-level", subject="run", adjacency="replace_special")
         self.ring_bits = cfg.secagg.ring_bits
         self.survivor_fraction = cfg.user_dp.survivor_fraction
         self._calibrations: dict[tuple[int, float, float], Calibration] = {}

@@ -75,6 +75,8 @@ class DpFedAvgRelease:
     #: the accountant of the report and the budget (PLD: tight for Gaussian releases), and the quick one for
     #: progress displays
     accountant = "pld"
+    #: the neighbouring relation of its ledger
+    adjacency = "add_or_remove_one"
     quick_accountant = "rdp"
 
     def __init__(self, cfg: RunConfig, population: int, *, sample_rate: float, poisson: bool) -> None:
@@ -90,7 +92,7 @@ class DpFedAvgRelease:
         self.delta = cfg.user_dp.delta or default_user_delta(population)
         if self.delta >= 1.0 / population:
             raise ValueError(f"user_dp.delta {self.delta} must be < 1/N = {1 / population:.3g}")
-        self.ledger = PrivacyLedger(guarantee="user-level", subject="run")
+        self.ledger = PrivacyLedger(guarantee="user-level", subject="run", adjacency=self.adjacency)
         self._noise = np.random.default_rng(secrets.randbits(128))
 
     def encoding_for(self, dim: int, clip_norm: float | None, asked: int, *,

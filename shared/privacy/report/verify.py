@@ -134,11 +134,12 @@ def _epsilon_findings(name: str, ledger: PrivacyLedger, g: Mapping[str, Any]) ->
     out: list[Finding] = []
     computed: dict[str, float] = {}
 
-    def compute(accountant: str, settings: Mapping[str, Any] | None) -> float | Finding:
-        """The figure, or a finding saying why there is none: "skip" if a library is missing here."""
+    def compute(accountant: str, settings: Mapping[str, Any] | None, of: list | None = None) -> float | Finding:
+        """The figure for the ledger's events (or `of`), or a finding saying why there is none: "skip" if a
+        library is missing here."""
         try:
             return make_accountant(accountant, adjacency=ledger.adjacency, settings=settings).epsilon(
-                events, delta=delta)
+                events if of is None else of, delta=delta)
         except ImportError as e:
             return Finding("", "skip", f"{accountant} is not available here ({e})")
         except (PrivacyError, ValueError) as e:
@@ -177,14 +178,15 @@ def _epsilon_findings(name: str, ledger: PrivacyLedger, g: Mapping[str, Any]) ->
         others = []
         out.append(Finding(f"{name}.epsilon.independent", "fail", str(e)))
     figures, problems = [], []
+    # No other accountant reads Skellam events: compare with the Gaussian of the same variance and L2 sensitivity
+    # (the Skellam bound is that Gaussian's plus a non-negative term), by dp-accounting's PLD.
     is_distributed_ledger = any(is_distributed(e) for e in events)
+    reference = [gaussian_surrogate(e) for e in events] if is_distributed_ledger else None
     if is_distributed_ledger:
-        # no other accountant reads Skellam events: compare with the Gaussian of the same variance and L2
-        # sensitivity (the Skellam bound is that Gaussian's plus a non-negative term), by dp-accounting's PLD
-        events = [gaussian_surrogate(e) for e in events]
-        others, computed = ["pld"], {}
+        others = ["pld"]
     for other in others:
-        v = computed[other] if other in computed else compute(other, None)
+        v = compute(other, None, reference) if reference is not None else (
+            computed[other] if other in computed else compute(other, None))
         if isinstance(v, Finding):
             problems.append(v.message)
             continue
